@@ -1,0 +1,291 @@
+/*
+ * The MicroPython face of the kernels: module `_tinyadapt`.
+ *
+ * This is the only file that includes py/dynruntime.h. Every function checks its
+ * arguments in the order docs/kernels.md gives and raises the same exception text as
+ * host_sim/_tinyadapt, before any kernel touches memory. Nothing here allocates
+ * except the exception objects themselves.
+ */
+#include "py/dynruntime.h"
+
+#include "ta_fixedpoint.h"
+#include "ta_kernels.h"
+
+enum { ET_I8, ET_I32, ET_U32 };
+
+#define I8_LO (-128)
+#define I8_HI 127
+#define I32_LO (-2147483647 - 1)
+#define I32_HI 2147483647
+#define DIM_MAX 65535
+
+/* ---- error messages with numbers, built without printf ---- */
+
+typedef struct {
+    char s[120];
+    size_t n;
+} msg_t;
+
+static void msg_str(msg_t *m, const char *s) {
+    while (*s && m->n < sizeof(m->s) - 1) {
+        m->s[m->n++] = *s++;
+    }
+}
+
+static void msg_int(msg_t *m, mp_int_t v) {
+    char tmp[24];
+    size_t k = 0;
+    mp_uint_t u = v < 0 ? (mp_uint_t)0 - (mp_uint_t)v : (mp_uint_t)v;
+    do {
+        tmp[k++] = (char)('0' + (int)(u % 10u));
+        u /= 10u;
+    } while (u && k < sizeof(tmp));
+    if (v < 0) {
+        msg_str(m, "-");
+    }
+    while (k && m->n < sizeof(m->s) - 1) {
+        m->s[m->n++] = tmp[--k];
+    }
+}
+
+static MP_NORETURN void raise_msg_obj(const mp_obj_type_t *type, msg_t *m) {
+    /* the exception keeps its own copy: m lives on this C stack */
+    mp_obj_t arg = mp_obj_new_str(m->s, m->n);
+    nlr_raise(mp_call_function_n_kw(MP_OBJ_FROM_PTR(type), 1, 0, &arg));
+}
+
+static MP_NORETURN void raise2(const mp_obj_type_t *type, const char *a, const char *b) {
+    msg_t m;
+    m.n = 0;
+    msg_str(&m, a);
+    msg_str(&m, b);
+    raise_msg_obj(type, &m);
+}
+
+/* "<name>: size <n> bytes, expected <tail><k>" */
+static MP_NORETURN void raise_size(const char *name, size_t n, const char *tail, size_t k) {
+    msg_t m;
+    m.n = 0;
+    msg_str(&m, name);
+    msg_str(&m, ": size ");
+    msg_int(&m, (mp_int_t)n);
+    msg_str(&m, " bytes, expected ");
+    msg_str(&m, tail);
+    msg_int(&m, (mp_int_t)k);
+    raise_msg_obj(&mp_type_ValueError, &m);
+}
+
+/* ---- arguments ---- */
+
+static void get_buf(mp_obj_t o, const char *name, int et, int writable, mp_buffer_info_t *bi) {
+    if (!mp_get_buffer(o, bi, MP_BUFFER_READ)) {
+        raise2(&mp_type_TypeError, name, ": expected a buffer");
+    }
+    int tc = bi->typecode;
+    int raw = tc == 'b' || tc == 'B' || tc == BYTEARRAY_TYPECODE;
+    int ok = raw;
+    if (et == ET_I32) {
+        ok = raw || tc == 'i' || (tc == 'l' && sizeof(long) == 4);
+    } else if (et == ET_U32) {
+        ok = raw || tc == 'I' || (tc == 'L' && sizeof(long) == 4);
+    }
+    if (!ok) {
+        raise2(&mp_type_TypeError, name,
+            et == ET_I8 ? ": expected int8 buffer" : et == ET_I32 ? ": expected int32 buffer" : ": expected uint32 buffer");
+    }
+    if (writable && !mp_get_buffer(o, bi, MP_BUFFER_WRITE)) {
+        raise2(&mp_type_TypeError, name, ": buffer is read-only");
+    }
+    if (et != ET_I8 && (bi->len & 3u)) {
+        msg_t m;
+        m.n = 0;
+        msg_str(&m, name);
+        msg_str(&m, ": size ");
+        msg_int(&m, (mp_int_t)bi->len);
+        msg_str(&m, " bytes is not a multiple of 4");
+        raise_msg_obj(&mp_type_ValueError, &m);
+    }
+}
+
+/* An int in [lo, hi]. mp_obj_get_int truncates big ints silently, so a value that
+ * is not a small int is converted back and compared with the original. */
+static mp_int_t get_int(mp_obj_t o, const char *name, mp_int_t lo, mp_int_t hi) {
+    mp_int_t v = mp_obj_get_int(o);
+    if (!mp_obj_is_small_int(o) && mp_obj_is_int(o)) {
+        if (mp_binary_op(MP_BINARY_OP_EQUAL, mp_obj_new_int(v), o) != mp_const_true) {
+            raise2(&mp_type_ValueError, name, " out of range");
+        }
+    }
+    if (v < lo || v > hi) {
+        raise2(&mp_type_ValueError, name, " out of range");
+    }
+    return v;
+}
+
+/* uint32 seeds: full 32-bit range, which is a big int on 32-bit ports */
+static uint32_t get_u32(mp_obj_t o, const char *name, uint32_t lo) {
+    mp_obj_t zero = mp_obj_new_int(0);
+    mp_obj_t top = mp_obj_new_int_from_uint(0xFFFFFFFFu);
+    mp_obj_get_int(o); /* TypeError for non-ints */
+    if (mp_binary_op(MP_BINARY_OP_LESS, o, zero) == mp_const_true
+        || mp_binary_op(MP_BINARY_OP_MORE, o, top) == mp_const_true) {
+        raise2(&mp_type_ValueError, name, " out of range");
+    }
+    uint32_t v = (uint32_t)mp_obj_get_int_truncated(o);
+    if (v < lo) {
+        raise2(&mp_type_ValueError, name, " out of range");
+    }
+    return v;
+}
+
+static void check_act(mp_int_t act_min, mp_int_t act_max) {
+    if (act_min > act_max) {
+        mp_raise_ValueError(MP_ERROR_TEXT("act_min > act_max"));
+    }
+}
+
+static void check_size(mp_buffer_info_t *bi, const char *name, size_t expected) {
+    if (bi->len != expected) {
+        raise_size(name, bi->len, "", expected);
+    }
+}
+
+static void check_multiple(mp_buffer_info_t *bi, const char *name, size_t unit, int nonzero) {
+    if (bi->len % unit || (nonzero && bi->len == 0)) {
+        raise_size(name, bi->len, nonzero ? "a nonzero multiple of " : "a multiple of ", unit);
+    }
+}
+
+/* Kernel status after the binding's own checks: only element checks remain. */
+static void check_status(int status) {
+    if (status == TA_OK) {
+        return;
+    }
+    if (status == TA_ERR_SHIFT) {
+        mp_raise_ValueError(MP_ERROR_TEXT("shift out of range"));
+    }
+    if (status == TA_ERR_MULT) {
+        mp_raise_ValueError(MP_ERROR_TEXT("mult out of range"));
+    }
+    mp_raise_ValueError(MP_ERROR_TEXT("invalid kernel argument"));
+}
+
+/* ---- kernels ---- */
+
+static mp_obj_t fully_connected(size_t n_args, const mp_obj_t *args) {
+    mp_buffer_info_t out, inp, w, bias, mult, shift;
+    get_buf(args[0], "out", ET_I8, 1, &out);
+    get_buf(args[1], "inp", ET_I8, 0, &inp);
+    get_buf(args[2], "weights", ET_I8, 0, &w);
+    get_buf(args[3], "bias", ET_I32, 0, &bias);
+    get_buf(args[4], "mult", ET_I32, 0, &mult);
+    get_buf(args[5], "shift", ET_I32, 0, &shift);
+    mp_int_t n_in = get_int(args[6], "n_in", 1, DIM_MAX);
+    mp_int_t n_out = get_int(args[7], "n_out", 1, DIM_MAX);
+    mp_int_t in_zp = get_int(args[8], "in_zp", I8_LO, I8_HI);
+    mp_int_t out_zp = get_int(args[9], "out_zp", I8_LO, I8_HI);
+    mp_int_t act_min = get_int(args[10], "act_min", I8_LO, I8_HI);
+    mp_int_t act_max = get_int(args[11], "act_max", I8_LO, I8_HI);
+    check_act(act_min, act_max);
+    check_size(&w, "weights", (size_t)n_out * (size_t)n_in);
+    check_size(&bias, "bias", 4u * (size_t)n_out);
+    check_size(&mult, "mult", 4u * (size_t)n_out);
+    check_size(&shift, "shift", 4u * (size_t)n_out);
+    check_multiple(&inp, "inp", (size_t)n_in, 1);
+    size_t n_batch = inp.len / (size_t)n_in;
+    check_size(&out, "out", n_batch * (size_t)n_out);
+    if (n_batch > 0x7fffffff) {
+        mp_raise_ValueError(MP_ERROR_TEXT("inp too large"));
+    }
+    check_status(ta_fully_connected(out.buf, inp.buf, w.buf, bias.buf, mult.buf, shift.buf,
+        (int32_t)n_batch, (int32_t)n_in, (int32_t)n_out, (int32_t)in_zp, (int32_t)out_zp,
+        (int32_t)act_min, (int32_t)act_max));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(fully_connected_obj, 12, 12, fully_connected);
+
+static mp_obj_t requantize(size_t n_args, const mp_obj_t *args) {
+    mp_buffer_info_t out, inp, mult, shift;
+    get_buf(args[0], "out", ET_I8, 1, &out);
+    get_buf(args[1], "inp", ET_I32, 0, &inp);
+    get_buf(args[2], "mult", ET_I32, 0, &mult);
+    get_buf(args[3], "shift", ET_I32, 0, &shift);
+    mp_int_t out_zp = get_int(args[4], "out_zp", I8_LO, I8_HI);
+    mp_int_t act_min = get_int(args[5], "act_min", I8_LO, I8_HI);
+    mp_int_t act_max = get_int(args[6], "act_max", I8_LO, I8_HI);
+    check_act(act_min, act_max);
+    check_multiple(&mult, "mult", 4, 1);
+    size_t n_ch = mult.len / 4u;
+    check_size(&shift, "shift", mult.len);
+    check_multiple(&inp, "inp", 4u * n_ch, 0);
+    size_t count = inp.len / (4u * n_ch);
+    check_size(&out, "out", count * n_ch);
+    if (count * n_ch > 0x7fffffff || n_ch > 0x7fffffff) {
+        mp_raise_ValueError(MP_ERROR_TEXT("inp too large"));
+    }
+    /* an empty bytearray may have no storage: give the kernel a valid pointer */
+    int8_t empty_out[1];
+    uint8_t empty_inp[4] = {0, 0, 0, 0};
+    check_status(ta_requantize(out.len ? out.buf : empty_out, inp.len ? inp.buf : empty_inp,
+        mult.buf, shift.buf, (int32_t)(count * n_ch), (int32_t)n_ch,
+        (int32_t)out_zp, (int32_t)act_min, (int32_t)act_max));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(requantize_obj, 7, 7, requantize);
+
+static mp_obj_t rounding_rshift(mp_obj_t x_in, mp_obj_t n_in) {
+    mp_int_t x = get_int(x_in, "x", I32_LO, I32_HI);
+    mp_int_t n = get_int(n_in, "n", 0, 31);
+    return mp_obj_new_int(ta_rounding_rshift((int32_t)x, (int)n));
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(rounding_rshift_obj, rounding_rshift);
+
+static mp_obj_t srdhm(mp_obj_t a_in, mp_obj_t b_in) {
+    mp_int_t a = get_int(a_in, "a", I32_LO, I32_HI);
+    mp_int_t b = get_int(b_in, "b", I32_LO, I32_HI);
+    return mp_obj_new_int(ta_srdhm((int32_t)a, (int32_t)b));
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(srdhm_obj, srdhm);
+
+static mp_obj_t mul_by_quantized_mult(mp_obj_t x_in, mp_obj_t m_in, mp_obj_t s_in) {
+    mp_int_t x = get_int(x_in, "x", I32_LO, I32_HI);
+    mp_int_t m = get_int(m_in, "mult", 0, I32_HI);
+    mp_int_t s = get_int(s_in, "shift", -31, 30);
+    return mp_obj_new_int(ta_mul_by_quantized_mult((int32_t)x, (int32_t)m, (int)s));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(mul_by_quantized_mult_obj, mul_by_quantized_mult);
+
+static mp_obj_t saturate(mp_obj_t x_in, mp_obj_t lo_in, mp_obj_t hi_in) {
+    mp_int_t x = get_int(x_in, "x", I32_LO, I32_HI);
+    mp_int_t lo = get_int(lo_in, "lo", I32_LO, I32_HI);
+    mp_int_t hi = get_int(hi_in, "hi", I32_LO, I32_HI);
+    if (lo > hi) {
+        mp_raise_ValueError(MP_ERROR_TEXT("lo > hi"));
+    }
+    return mp_obj_new_int(ta_saturate((int32_t)x, (int32_t)lo, (int32_t)hi));
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(saturate_obj, saturate);
+
+static mp_obj_t xorshift32_fill(mp_obj_t out_in, mp_obj_t seed_in) {
+    mp_buffer_info_t out;
+    get_buf(out_in, "out", ET_U32, 1, &out);
+    uint32_t seed = get_u32(seed_in, "seed", 1);
+    uint32_t state = ta_xorshift32_fill(out.buf, out.len / 4u, seed);
+    return mp_obj_new_int_from_uint(state);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(xorshift32_fill_obj, xorshift32_fill);
+
+mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *args) {
+    MP_DYNRUNTIME_INIT_ENTRY
+
+    mp_store_global(MP_QSTR_fully_connected, MP_OBJ_FROM_PTR(&fully_connected_obj));
+    mp_store_global(MP_QSTR_requantize, MP_OBJ_FROM_PTR(&requantize_obj));
+    mp_store_global(MP_QSTR_rounding_rshift, MP_OBJ_FROM_PTR(&rounding_rshift_obj));
+    mp_store_global(MP_QSTR_srdhm, MP_OBJ_FROM_PTR(&srdhm_obj));
+    mp_store_global(MP_QSTR_mul_by_quantized_mult, MP_OBJ_FROM_PTR(&mul_by_quantized_mult_obj));
+    mp_store_global(MP_QSTR_saturate, MP_OBJ_FROM_PTR(&saturate_obj));
+    mp_store_global(MP_QSTR_xorshift32_fill, MP_OBJ_FROM_PTR(&xorshift32_fill_obj));
+    mp_store_global(MP_QSTR_ABI, MP_OBJ_NEW_SMALL_INT(1));
+
+    MP_DYNRUNTIME_INIT_EXIT
+}
