@@ -50,8 +50,7 @@ EDGE_I32 = [
 # ---------------------------------------------------------------- library
 
 def _lib_path(sanitize):
-    name = "libtinyadapt_san.so" if sanitize else "libtinyadapt.so"
-    return os.path.join(ROOT, "build", "host", name)
+    return build_hostlib.DEFAULT_SAN_OUT if sanitize else build_hostlib.DEFAULT_OUT
 
 
 @pytest.fixture(scope="module")

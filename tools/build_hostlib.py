@@ -6,6 +6,9 @@ and the natmod libc shims (ta_libc.c) with the host gcc:
 
     python tools/build_hostlib.py [-o build/host/libtinyadapt.so] [--sanitize]
 
+(--sanitize defaults to build/host/libtinyadapt_san.so; load it with
+LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0.)
+
 From Python: ``build(out_path, sanitize=False)`` returns the library path.
 A build is skipped when the library is newer than every source, header and
 this script, and was made with the same command line (kept in <out>.cmd).
@@ -20,6 +23,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATMOD = os.path.join(ROOT, "natmod")
 DEFAULT_OUT = os.path.join(ROOT, "build", "host", "libtinyadapt.so")
+# the sanitized library only loads with libasan preloaded, so it never
+# replaces the plain one by default
+DEFAULT_SAN_OUT = os.path.join(ROOT, "build", "host", "libtinyadapt_san.so")
 EXCLUDED = ("ta_binding.c", "ta_libc.c")
 
 BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"]
@@ -68,7 +74,7 @@ def _up_to_date(out_path, cmd):
 
 def build(out_path=None, sanitize=False, force=False, verbose=False):
     """Build (if needed) and return the absolute path of the shared library."""
-    out_path = os.path.abspath(out_path or DEFAULT_OUT)
+    out_path = os.path.abspath(out_path or (DEFAULT_SAN_OUT if sanitize else DEFAULT_OUT))
     cmd = command(out_path, sanitize)
     if not force and _up_to_date(out_path, cmd):
         return out_path
@@ -98,7 +104,9 @@ def build(out_path=None, sanitize=False, force=False, verbose=False):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-o", "--output", default=DEFAULT_OUT, help="library path")
+    ap.add_argument("-o", "--output", default=None,
+                    help="library path (default %s, or %s with --sanitize)"
+                    % (os.path.relpath(DEFAULT_OUT, ROOT), os.path.relpath(DEFAULT_SAN_OUT, ROOT)))
     ap.add_argument("--sanitize", action="store_true",
                     help="build with -fsanitize=undefined,address")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
