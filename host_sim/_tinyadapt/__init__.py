@@ -34,7 +34,11 @@ from .bufcheck import (
     int_arg,
 )
 
+# Version of this function set; python_lib/tinyadapt refuses a mismatching kernel module.
+ABI = 1
+
 __all__ = [
+    "ABI",
     "fully_connected",
     "requantize",
     "rounding_rshift",
