@@ -153,11 +153,39 @@ def _vb(
     sys.path[:] = path
     sys.argv[:] = []
 
+    # A board's print() writes "\r\n" (cooked stdout) while sys.stdout.buffer
+    # stays binary (mpremote mount relies on it), so cook print() here rather
+    # than the whole stream on the host.
+    import io
+    import builtins
+
+    out = sys.stdout
+    outb = out.buffer
+    err = sys.stderr
+    _print = builtins.print
+
+    class Cooked(io.IOBase):
+        def write(self, b):
+            if b.find(b"\n") < 0:
+                outb.write(b)
+            else:
+                outb.write(bytes(b).replace(b"\n", b"\r\n"))
+            return len(b)
+
+    cooked = Cooked()
+
+    def print(*args, sep=" ", end="\n", file=None):
+        if file is None or file is out or file is err:
+            file = cooked
+        _print(*args, sep=" " if sep is None else sep, end="\n" if end is None else end, file=file)
+
+    builtins.print = print
+
     g = globals()
     for k in list(g):
         if k != "__name__":
             del g[k]
-    path = k = VfsPosix = None
+    path = k = VfsPosix = io = builtins = None
 
     hbuf = bytearray(24)
     ebuf = bytearray(26)
