@@ -121,6 +121,32 @@ class NativeMpy:
         self.end = pos
 
 
+def relocate(m, text_base, rodata_base, bss_base, qstr_base, fun_table_addr, fun_table):
+    """The text and rodata of NativeMpy m after mp_native_relocate at these addresses
+    (32-bit targets): each relocation adds a base address to one word."""
+    text = bytearray(m.text)
+    rodata = bytearray(m.rodata)
+    for in_rodata, idx, kind in m.relocs:
+        buf = rodata if in_rodata else text
+        if kind == 0:
+            dest = text_base
+        elif kind == 1:
+            dest = rodata_base
+        elif kind == 2:
+            dest = bss_base
+        elif kind == 6:
+            dest = qstr_base
+        elif kind == 7:
+            raise AssertionError("obj_table relocation in a natmod without objects")
+        elif kind == 8:
+            dest = fun_table_addr
+        else:
+            dest = fun_table[kind - 9]
+        (w,) = struct.unpack_from("<I", buf, 4 * idx)
+        struct.pack_into("<I", buf, 4 * idx, (w + dest) & 0xFFFFFFFF)
+    return text, rodata
+
+
 class Raised(Exception):
     def __init__(self, etype, msg):
         Exception.__init__(self, etype, msg)
@@ -175,27 +201,7 @@ class Machine:
             self.qstr_ids[1000 + i] = q
         self.uc.mem_write(QSTRS, struct.pack("<%dH" % len(qt), *qt))
         self.static = None
-        # load and relocate, as mp_native_relocate does
-        text = bytearray(m.text)
-        rodata = bytearray(m.rodata)
-        for in_rodata, idx, kind in m.relocs:
-            buf = rodata if in_rodata else text
-            if kind == 0:
-                dest = TEXT
-            elif kind == 1:
-                dest = self.rodata
-            elif kind == 2:
-                dest = self.bss
-            elif kind == 6:
-                dest = QSTRS
-            elif kind == 7:
-                raise AssertionError("obj_table relocation in a natmod without objects")
-            elif kind == 8:
-                dest = FUN_TABLE
-            else:
-                dest = table[kind - 9]
-            (w,) = struct.unpack_from("<I", buf, 4 * idx)
-            struct.pack_into("<I", buf, 4 * idx, (w + dest) & 0xFFFFFFFF)
+        text, rodata = relocate(m, TEXT, self.rodata, self.bss, QSTRS, FUN_TABLE, table)
         self.uc.mem_write(TEXT, bytes(text))
         self.uc.mem_write(self.rodata, bytes(rodata))
         self.globals = {}

@@ -25,11 +25,14 @@ ARCH_BUILD = {
     "armv7emsp": ("arm-none-eabi-", ["-mthumb", "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16",
                                      "-mfloat-abi=hard"], "FLOAT"),
     "xtensawin": ("xtensa-esp32-elf-", [], "FLOAT"),
+    # ESP8266 (call0 ABI); Debian ships this compiler as gcc-xtensa-lx106
+    "xtensa": ("xtensa-lx106-elf-", ["-mforce-l32"], "NONE"),
 }
 
 INSTALL_HINT = {
     "arm-none-eabi-": "install it with: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi"
                       " (or run `make deps` as root)",
+    "xtensa-lx106-elf-": "install it with: sudo apt-get install gcc-xtensa-lx106 picolibc-xtensa-lx106-elf",
     "xtensa-esp32-elf-": "it is Espressif's toolchain (ESP-IDF `./install.sh esp32`, then "
                          "`. ./export.sh`); no package registry reachable here ships it",
 }
@@ -48,8 +51,18 @@ def compiler(arch):
     return cc
 
 
+def libc_headers(cc):
+    """-isystem for a cross compiler whose C headers come from picolibc (Debian puts
+    them in /usr/lib/<triple>/include, off gcc's default search path)."""
+    triple = os.path.basename(cc)[:-len("-gcc")]
+    inc = os.path.join("/usr/lib", triple, "include")
+    return ["-isystem", inc] if os.path.isfile(os.path.join(inc, "assert.h")) else []
+
+
 def cflags(arch, config_h, mpy_dir, opt="-Os"):
     _, flags, fl = ARCH_BUILD[arch]
+    if arch == "xtensa":
+        flags = flags + libc_headers(ARCH_BUILD[arch][0] + "gcc")
     return ([opt, "-std=c99", "-Wall", "-Werror", "-DNDEBUG", "-DNO_QSTR",
              "-DMICROPY_ENABLE_DYNRUNTIME", "-DMP_CONFIGFILE=<%s>" % os.path.abspath(config_h),
              "-I" + mpy_dir, "-I" + os.path.join(ROOT, "natmod"),

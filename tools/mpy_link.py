@@ -442,12 +442,15 @@ class Linker:
                         sym.resolved = d
 
     def where(self, sym, addend=0):
-        """Location of sym+addend: ('text'|'rodata'|'bss', offset) or an external."""
+        """Location of sym+addend as (base, offset[, fun_table index]): base is 'text',
+        'rodata' or 'bss', or an external the loader knows ('fun_table', 'qstr_table',
+        'obj_table', 'fun_entry'). The offset is what the word holds before the loader
+        adds the base's run-time address."""
         t = sym.target()
         if t.name in SPECIAL_EXTERNS and t.section is None:
-            return SPECIAL_EXTERNS[t.name]
+            return (SPECIAL_EXTERNS[t.name][0], addend)
         if t.name in FUN_TABLE_OBJECTS and t.section is None:
-            return ("fun_entry", FUN_TABLE_OBJECTS[t.name])
+            return ("fun_entry", addend, FUN_TABLE_OBJECTS[t.name])
         if t.section is None:
             raise LinkError("symbol %s (from %s) has no definition" % (t.name, sym.obj.name))
         sec = t.section
@@ -579,9 +582,9 @@ class Linker:
         elif kind == "obj_table":
             k = KIND_OBJ_TABLE
         elif kind == "fun_entry":
-            k = KIND_FUN_ENTRY0 + dest[1]
+            k = KIND_FUN_ENTRY0 + dest[2]
             if k > 127:
-                raise LinkError("mp_fun_table entry %d cannot be encoded" % dest[1])
+                raise LinkError("mp_fun_table entry %d cannot be encoded" % dest[2])
         else:
             raise LinkError("cannot relocate to %r" % (dest,))
         img.load_relocs.append((region, offset, k))
@@ -594,7 +597,7 @@ class Linker:
         for idx, (sym, addend) in enumerate(self.got_keys):
             dest = self.where(sym, addend)
             off = self.got.addr + idx * self.arch.word
-            self.put_word("text", off, dest[1] if dest[0] in ("text", "rodata", "bss") else 0)
+            self.put_word("text", off, dest[1])
             self.load_reloc("text", off, dest)
 
     # -- relocation
@@ -681,7 +684,7 @@ class Linker:
             v = self.got_addr(r.sym) + A - P
         elif t == R_X86_64["_64"]:
             dest = self.where(r.sym, A)
-            struct.pack_into("<Q", buf, P, dest[1] if dest[0] in ("text", "rodata", "bss") else 0)
+            struct.pack_into("<Q", buf, P, dest[1])
             self.load_reloc(sec.region, P, dest)
             return
         elif t in (R_X86_64["_32"], R_X86_64["_32S"]):
@@ -755,7 +758,7 @@ class Linker:
             v = self.pcrel_target(sec, r) + A - self.got.addr
         elif t in (R_ARM["ABS32"], R_ARM["TARGET1"]):
             dest = self.where(r.sym, A)
-            struct.pack_into("<I", buf, P, dest[1] if dest[0] in ("text", "rodata", "bss") else 0)
+            struct.pack_into("<I", buf, P, dest[1])
             self.load_reloc(sec.region, P, dest)
             return
         else:
@@ -802,7 +805,7 @@ class Linker:
         if t in (R_XTENSA["_32"], R_XTENSA["PLT"]):
             (word,) = struct.unpack_from("<I", buf, P)
             dest = self.where(r.sym, (r.addend or 0) + word)
-            struct.pack_into("<I", buf, P, dest[1] if dest[0] in ("text", "rodata", "bss") else 0)
+            struct.pack_into("<I", buf, P, dest[1])
             self.load_reloc(sec.region, P, dest)
             return
         self.fail(sec, r, "unsupported relocation")

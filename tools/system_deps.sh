@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages that parts of tinyadapt need beyond pip and gcc:
-#   gcc-arm-none-eabi, libnewlib-arm-none-eabi  ARM natmods (armv6m RP2040, armv7m, armv7emsp)
+#   gcc-arm-none-eabi, libnewlib-arm-none-eabi   ARM natmods (armv6m RP2040, armv7m, armv7emsp)
+#   gcc-xtensa-lx106, picolibc-xtensa-lx106-elf  Xtensa objects (ESP8266 core) for the linker tests
 # As root (CI) they are installed; otherwise the command is printed and the parts that
 # need them report that they did not run.
 set -u
-PKGS="gcc-arm-none-eabi libnewlib-arm-none-eabi"
+PKGS="gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-xtensa-lx106 picolibc-xtensa-lx106-elf"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -27,14 +27,19 @@ Protocol facts (MicroPython shared/runtime/pyexec.c, docs/reference/repl.rst):
                   \\x04, answered with \\x04, then output as for raw REPL
   soft reset      "MPY: soft reboot\\r\\n", boot.py, main.py (friendly only),
                   then the raw banner or the friendly banner
-  output          "\\n" goes out as "\\r\\n", as a board's cooked stdout does
+  output          print() writes "\\r\\n" as a board's cooked stdout does (the
+                  agent cooks it) and sys.stdout.buffer stays binary; in the
+                  friendly REPL every lone "\\n" goes out as "\\r\\n"
 
-Ctrl-C while code runs becomes SIGINT to the interpreter (KeyboardInterrupt);
-bytes received while code runs wait, as in a board's UART buffer, and are read
-by the REPL once the code finishes. User code reading sys.stdin sees EOF.
+Ctrl-C while code runs becomes SIGINT to the interpreter (KeyboardInterrupt).
+Other bytes received while code runs go to the interpreter's stdin; what the
+program leaves unread goes back to the REPL when it finishes, like the UART
+buffer of a board, so input() works and mpremote's "\\r\\x03 ... \\r\\x01"
+still reaches the REPL after an interrupt.
 """
 
-import errno
+import array
+import fcntl
 import importlib.util
 import os
 import re
@@ -46,8 +51,10 @@ import socket
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from .boards import load_board
@@ -78,6 +85,7 @@ _COMPOUND = re.compile(r"(@|(if|while|for|try|with|def|class|async)(?![A-Za-z0-9
 
 _ST_OK, _ST_EXC, _ST_EXIT = 0, 1, 2
 
+_LONE_LF = re.compile(rb"(?<!\r)\n")
 _RAW_SPECIAL = re.compile(rb"[\x01-\x04]")
 _PASTE_SPECIAL = re.compile(rb"[\x03\x04]")
 
@@ -175,6 +183,14 @@ def _parse_size(s):
     return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
 
 
+def _frame_id(header):
+    # header: b"X" mode id(10 digits) length(10 digits) " \n"
+    try:
+        return int(header[2:12])
+    except ValueError:
+        return -1
+
+
 def _continue_with_input(src):
     """True if a friendly-REPL input needs more lines (py/repl.c's rule)."""
     if not src:
@@ -227,11 +243,13 @@ def _continue_with_input(src):
 
 
 class _Exec:
-    __slots__ = ("id", "kind", "last_sigint", "sent_sigint")
+    __slots__ = ("id", "kind", "started", "want_sigint", "last_sigint", "sent_sigint")
 
     def __init__(self, id_, kind):
         self.id = id_
         self.kind = kind  # raw | friendly | boot
+        self.started = False  # the agent said "B": the command is fully read
+        self.want_sigint = False
         self.last_sigint = 0.0
         self.sent_sigint = False
 
@@ -244,16 +262,15 @@ class _Child:
         self.token = b"\x00" + core.encode() + b"\x00"  # the agent adds the NULs
         cmd_r, cmd_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
+        in_r, in_w = os.pipe()
         try:
             # Whole commands must fit in the pipe so the agent never blocks
             # (and so is never interrupted) in the middle of one.
             self.capacity = 65536
             try:
-                import fcntl
-
                 fcntl.fcntl(cmd_w, 1031, 1 << 20)  # F_SETPIPE_SZ
                 self.capacity = fcntl.fcntl(cmd_w, 1032)  # F_GETPIPE_SZ
-            except (ImportError, OSError):
+            except OSError:
                 pass
             argv = list(cmd) + [
                 "-X",
@@ -267,7 +284,7 @@ class _Child:
             ]
             self.proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=in_r,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=(cmd_r, ctl_w),
@@ -275,11 +292,16 @@ class _Child:
                 start_new_session=True,  # a terminal's Ctrl-C must not reach it
             )
         except BaseException:
-            for fd in (cmd_r, cmd_w, ctl_r, ctl_w):
+            for fd in (cmd_r, cmd_w, ctl_r, ctl_w, in_r, in_w):
                 os.close(fd)
             raise
         os.close(cmd_r)
         os.close(ctl_w)
+        # The host keeps the read end of stdin too, to take back what the
+        # program did not read (FIONREAD; the end stays blocking for the child).
+        self.in_r = in_r
+        self.in_w = in_w
+        os.set_blocking(in_w, False)
         self.cmd_w = cmd_w
         self.ctl_r = ctl_r
         self.out_r = self.proc.stdout.fileno()
@@ -290,6 +312,25 @@ class _Child:
         self.hello = None
         self.dead = False
         self.status = None
+
+    def unread_stdin(self):
+        """Take back the bytes waiting unread in the program's stdin."""
+        if self.in_r is None:
+            return b""
+        n = array.array("i", [0])
+        try:
+            fcntl.ioctl(self.in_r, termios.FIONREAD, n, True)
+        except OSError:
+            return b""
+        out = b""
+        left = n[0]
+        while left > 0:
+            d = os.read(self.in_r, left)
+            if not d:
+                break
+            out += d
+            left -= len(d)
+        return out
 
     def write_cmd(self, data):
         view = memoryview(data)
@@ -313,7 +354,7 @@ class _Child:
         self.close()
 
     def close(self):
-        for fd in ("cmd_w", "ctl_r"):
+        for fd in ("cmd_w", "ctl_r", "in_r", "in_w"):
             v = getattr(self, fd, None)
             if v is not None:
                 try:
@@ -360,6 +401,9 @@ class _Engine:
         self.out_paused = False
         self.pending = bytearray()
         self.pumping = False
+        self.stdin_q = bytearray()
+        self.stdin_waiting = False
+        self.out_last_cr = False
 
         self.child = None
         self.state = "dead"  # dead | spawning | ready
@@ -401,7 +445,12 @@ class _Engine:
             for key, mask in events:
                 if self.stopping:
                     break
-                key.data(mask)
+                try:
+                    key.data(mask)
+                except Exception:
+                    # A bug must not take the board down with it: report it
+                    # and carry on with the next event.
+                    print("vboard: internal error:\n" + traceback.format_exc(), file=sys.stderr, flush=True)
             if self.spawn_deadline is not None and time.monotonic() >= self.spawn_deadline:
                 self._spawn_failed(b"vboard: MicroPython did not start in %ds\r\n" % SPAWN_TIMEOUT_S)
 
@@ -552,21 +601,60 @@ class _Engine:
     def _resume_output(self):
         if self.out_paused:
             self.out_paused = False
-            if self.child is not None and not self.child.dead:
-                self.sel.register(self.child.out_r, selectors.EVENT_READ, self._on_child_out)
+            child = self.child
+            if child is not None and not child.dead:
+                self.sel.register(child.out_r, selectors.EVENT_READ, lambda m, c=child: self._on_child_out(c, m))
 
     # ---------------------------------------------------------------- input
 
     def _on_input(self, data):
         if self.busy is not None:
-            # While code runs only Ctrl-C acts at once; the rest waits.
+            # While code runs Ctrl-C interrupts it; the rest is its stdin.
             if b"\x03" in data:
                 self._interrupt()
                 data = data.replace(b"\x03", b"")
-            self.pending += data
+            self._to_stdin(data)
             return
         self.pending += data
         self._pump()
+
+    def _to_stdin(self, data):
+        child = self.child
+        if child is None or child.dead or child.in_w is None:
+            self.pending += data
+            return
+        self.stdin_q += data
+        self._flush_stdin(child)
+
+    def _flush_stdin(self, child, mask=None):
+        if child is not self.child:
+            return
+        try:
+            while self.stdin_q:
+                n = os.write(child.in_w, self.stdin_q)
+                del self.stdin_q[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            return  # it died; its exit is reported through the control pipe
+        want = bool(self.stdin_q)
+        if want and not self.stdin_waiting:
+            self.sel.register(child.in_w, selectors.EVENT_WRITE, lambda m, c=child: self._flush_stdin(c, m))
+        elif not want and self.stdin_waiting:
+            self.sel.unregister(child.in_w)
+        self.stdin_waiting = want
+
+    def _reclaim_stdin(self, child):
+        """What the program left unread goes back to the REPL."""
+        if self.stdin_waiting:
+            try:
+                self.sel.unregister(child.in_w)
+            except (KeyError, ValueError):
+                pass
+            self.stdin_waiting = False
+        leftover = child.unread_stdin() + bytes(self.stdin_q)
+        self.stdin_q = bytearray()
+        self.pending += leftover
 
     def _pump(self):
         # Not re-entrant: handlers called from here can end up in _finish().
@@ -777,6 +865,7 @@ class _Engine:
             self._finish(kind, _ST_EXC, text)
             return
         self.busy = _Exec(self.seq, kind)
+        self.out_last_cr = False
         try:
             child.write_cmd(header + src)
         except OSError:
@@ -787,6 +876,11 @@ class _Engine:
         b = self.busy
         child = self.child
         if b is None or child is None or child.dead:
+            return
+        if not b.started:
+            # Never signal while the agent reads a command; it would lose
+            # bytes. "B" comes as soon as the command is read.
+            b.want_sigint = True
             return
         now = time.monotonic()
         if b.sent_sigint and now - b.last_sigint < INTERRUPT_REPEAT_S:
@@ -799,11 +893,20 @@ class _Engine:
         except OSError:
             pass
 
+    def _on_start(self, id_):
+        b = self.busy
+        if b is None or b.id != id_ or b.started:
+            return
+        b.started = True
+        if b.want_sigint:
+            self._interrupt()
+
     def _on_end(self, id_, status, text):
         b = self.busy
         if b is None or b.id != id_:
             return  # a repeated report after a late Ctrl-C
         self._drain_child_out()
+        self._reclaim_stdin(self.child)
         self.busy = None
         self._finish(b.kind, status, self._clean_traceback(text))
 
@@ -852,8 +955,8 @@ class _Engine:
             self._spawn_failed(b"vboard: cannot start MicroPython: %s\r\n" % str(e).encode())
             return
         self.child = child
-        self.sel.register(child.out_r, selectors.EVENT_READ, self._on_child_out)
-        self.sel.register(child.ctl_r, selectors.EVENT_READ, self._on_child_ctl)
+        self.sel.register(child.out_r, selectors.EVENT_READ, lambda m, c=child: self._on_child_out(c, m))
+        self.sel.register(child.ctl_r, selectors.EVENT_READ, lambda m, c=child: self._on_child_ctl(c, m))
         self.out_paused = False
         self.spawn_deadline = time.monotonic() + SPAWN_TIMEOUT_S
         self.power_on = power_on
@@ -888,6 +991,7 @@ class _Engine:
         child = self.child
         if child is None:
             return
+        self._reclaim_stdin(child)
         for fd in (child.out_r, child.ctl_r):
             if fd is None:
                 continue
@@ -900,8 +1004,9 @@ class _Engine:
         self.child = None
         self.out_paused = False
 
-    def _on_child_out(self, mask):
-        child = self.child
+    def _on_child_out(self, child, mask):
+        if child is not self.child or child.dead:
+            return  # a stale event for a process already replaced
         try:
             data = os.read(child.out_r, 65536)
         except BlockingIOError:
@@ -909,12 +1014,27 @@ class _Engine:
         except OSError:
             data = b""
         if data:
-            self._send(data.replace(b"\n", b"\r\n"))
+            self._emit(data)
         else:
             try:
                 self.sel.unregister(child.out_r)
             except (KeyError, ValueError):
                 pass
+
+    def _emit(self, data):
+        # Raw REPL output passes through untouched (binary-clean, print() is
+        # already cooked by the agent); the friendly REPL and boot files also
+        # print through C code (expression values, mem_info()), so lone "\n"
+        # is cooked here for terminals.
+        kind = self.busy.kind if self.busy is not None else self.mode
+        if kind != "raw":
+            prev_cr = self.out_last_cr
+            cooked = _LONE_LF.sub(b"\r\n", data)
+            if prev_cr and data[:1] == b"\n":
+                cooked = cooked[1:]  # "\r" ended the previous chunk
+            self.out_last_cr = data[-1:] == b"\r"
+            data = cooked
+        self._send(data)
 
     def _drain_child_out(self):
         child = self.child
@@ -927,10 +1047,11 @@ class _Engine:
                 return
             if not data:
                 return
-            self._send(data.replace(b"\n", b"\r\n"))
+            self._emit(data)
 
-    def _on_child_ctl(self, mask):
-        child = self.child
+    def _on_child_ctl(self, child, mask):
+        if child is not self.child or child.dead:
+            return
         try:
             data = os.read(child.ctl_r, 65536)
         except BlockingIOError:
@@ -953,21 +1074,30 @@ class _Engine:
                 line = bytes(buf[: j + 1])
                 del buf[: j + 1]
                 self._on_hello(child, line)
+            elif buf[:1] == b"B":
+                if len(buf) < 25:
+                    return
+                hdr = bytes(buf[1:25])
+                del buf[:25]
+                self._on_start(_frame_id(hdr))
             elif buf[:1] == b"E":
                 if len(buf) < 26:
                     return
                 j = buf.find(child.token, 26)
                 if j < 0:
                     return
-                hdr = bytes(buf[1:25])
+                head = bytes(buf[:26])
                 status = buf[25] - 48
                 text = bytes(buf[26:j])
                 del buf[: j + len(child.token)]
-                try:
-                    id_ = int(hdr[2:12])
-                except ValueError:
-                    id_ = -1
-                self._on_end(id_, status, text)
+                # an interrupt landing mid-report can repeat the header
+                while text.startswith(head):
+                    text = text[26:]
+                self._on_end(_frame_id(head[1:25]), status, text)
+            elif buf.startswith(child.token):
+                del buf[: len(child.token)]  # a repeated end marker
+            elif child.token.startswith(bytes(buf)):
+                return  # maybe the start of a repeated end marker
             else:
                 self._log("bad control data %r" % bytes(buf[:40]))
                 del buf[:1]

@@ -11,15 +11,14 @@
 # length(10 digits) " \n", then `length` bytes. mode: f = file input
 # ("<stdin>", raw REPL), s = single input (friendly REPL line), p = file input
 # from friendly paste mode, b = run the file named by the body if it exists.
-# Agent -> host, on CTL_FD: once "H <mem_free> <mem_alloc> <sys.version>\n"; then per command
-# "E" + the 24-byte header + status (0 ok, 1 exception, 2 SystemExit), the
-# traceback text, TOKEN. Program output goes to stdout, unbuffered, so all of
-# it is in the pipe before the "E" frame is.
+# Agent -> host, on CTL_FD: once "H <mem_free> <mem_alloc> <sys.version>\n";
+# per command "B" + the header when it starts running, then "E" + the header +
+# status (0 ok, 1 exception, 2 SystemExit), the traceback text, TOKEN. Program
+# output goes to stdout, unbuffered, so all of it is in the pipe before "E".
 #
 # Ctrl-C arrives as SIGINT, which the unix port turns into KeyboardInterrupt.
-# The host only signals while a command runs, but a late one can land after
-# the code finished; the loops below absorb it instead of dying. The reply
-# path allocates nothing, so a full heap cannot stop the agent answering.
+# The reply path allocates nothing, so a full heap cannot stop the agent
+# answering.
 import sys
 import os
 import gc
@@ -187,7 +186,9 @@ def _vb(
             del g[k]
     path = k = VfsPosix = io = builtins = None
 
-    hbuf = bytearray(24)
+    hbuf = bytearray(24)  # hbuf[23] == "\n" marks a complete header
+    bbuf = bytearray(25)
+    bbuf[0] = 66  # "B"
     ebuf = bytearray(26)
     ebuf[0] = 69  # "E"
     one = bytearray(1)
@@ -200,94 +201,107 @@ def _vb(
     gc.collect()
     wr(("H %d %d %s\n" % (gc.mem_free(), gc.mem_alloc(), sys.version)).encode())
 
+    # A KeyboardInterrupt can surface at any backward jump, and even after a
+    # read returned but before its result is stored, so the loop is a state
+    # machine that a stray one (a Ctrl-C that arrived as a command finished)
+    # can hit anywhere: phase 0 waits for a command, 1 runs it, 2 reports.
+    # The host sends SIGINT only after "B", i.e. once the command has been
+    # read, so reading is never cut short.
+    phase = 0
+    stage = 0
+    status = 0
+    exc = None
+    n = 0
     while True:
-        got = 0
         try:
-            got = rd(hbuf)
-            # A late Ctrl-C for the previous command is raised at this loop's
-            # backward jump (if not already in readinto) and dropped.
-            n = 2
-            while n:
-                n -= 1
-        except KeyboardInterrupt:
-            if not got:
-                continue
-        if got < 24:
-            return  # host closed the command pipe: power off
-        mode = hbuf[1]
-        n = 0
-        i = 12
-        while i < 22:
-            n = n * 10 + hbuf[i] - 48
-            i += 1
-        status = 0
-        exc = None
-        src = None
-        code = None
-        try:
-            try:
-                src = rdn(n)  # allocates before it consumes anything
-            except MemoryError:
-                # no room for the code: drain it so the next header lines up
-                while n:
+            if phase == 0:
+                if hbuf[23] != 10:
+                    rd(hbuf)  # a whole header, or nothing
+                    if hbuf[23] != 10:
+                        return  # host closed the command pipe: power off
+                k = 2  # raise a stray Ctrl-C here, before the command runs
+                while k:
+                    k -= 1
+                phase = 1
+            if phase == 1:
+                i = 0
+                while i < 24:
+                    bbuf[i + 1] = ebuf[i + 1] = hbuf[i]
+                    i += 1
+                hbuf[23] = 0
+                mode = bbuf[2]
+                n = 0
+                i = 13
+                while i < 23:
+                    n = n * 10 + bbuf[i] - 48
+                    i += 1
+                status = 0
+                exc = src = code = None
+                try:
                     try:
+                        src = rdn(n)  # allocates before it consumes anything
+                    except MemoryError:
+                        # no room for the code: drain it so the next header lines up
                         while n:
                             rd(one)
                             n -= 1
+                        raise
+                    wr(bbuf)  # from here on Ctrl-C may interrupt
+                    if mode == 98:  # b: run a boot file if it exists
+                        fn = src.decode()
+                        src = None
+                        try:
+                            os.stat(fn)
+                        except OSError:
+                            fn = None
+                        if fn:
+                            f = open(fn, "rb")
+                            src = f.read()
+                            f.close()
+                            f = None
+                            g["__file__"] = fn
+                            code = compile(src, fn, "exec")
+                            src = None
+                            exec(code, g)
+                    else:
+                        if mode != 115:  # file input records __file__ like pyexec does
+                            g["__file__"] = "<stdin>"
+                        code = compile(src, "<stdin>", "single" if mode == 115 else "exec")
+                        src = None
+                        exec(code, g)
+                except SystemExit:
+                    status = 2
+                except BaseException as e:
+                    status = 1
+                    exc = e
+                stage = 0
+                phase = 2
+            if phase == 2:
+                src = code = None
+                ebuf[25] = st_byte[status]
+                while stage < 3:
+                    try:
+                        if stage == 0:
+                            wr(ebuf)
+                            stage = 1
+                        if stage == 1:
+                            # a Ctrl-C while printing truncates rather than repeats
+                            stage = 2
+                            if exc is not None:
+                                pexc(exc, ctl)
+                        wr(token)
+                        stage = 3
                     except KeyboardInterrupt:
                         pass
-                raise
-            if mode == 98:  # b: run a boot file if it exists
-                fn = src.decode()
-                src = None
-                try:
-                    os.stat(fn)
-                except OSError:
-                    fn = None
-                if fn:
-                    f = open(fn, "rb")
-                    src = f.read()
-                    f.close()
-                    f = None
-                    g["__file__"] = fn
-                    code = compile(src, fn, "exec")
-                    src = None
-                    exec(code, g)
-            else:
-                if mode != 115:  # file input records __file__ like pyexec does
-                    g["__file__"] = "<stdin>"
-                code = compile(src, "<stdin>", "single" if mode == 115 else "exec")
-                src = None
-                exec(code, g)
-        except SystemExit:
-            status = 2
-        except BaseException as e:
-            status = 1
-            exc = e
-        src = code = None
-        i = 0
-        while i < 24:
-            ebuf[i + 1] = hbuf[i]
-            i += 1
-        ebuf[25] = st_byte[status]
-        stage = 0
-        while stage < 3:
-            try:
-                if stage == 0:
-                    wr(ebuf)
-                    stage = 1
-                if stage == 1:
-                    # a Ctrl-C while printing truncates rather than repeats
-                    stage = 2
-                    if exc is not None:
-                        pexc(exc, ctl)
-                wr(token)
-                stage = 3
-            except KeyboardInterrupt:
-                pass
-            except MemoryError:
-                stage = 2
-        exc = None
+                    except MemoryError:
+                        stage = 2
+                exc = None
+                phase = 0
+        except KeyboardInterrupt:
+            if phase == 1:
+                # it landed after the command ended: report what it did
+                stage = 0
+                phase = 2
 
 
 _vb(sys.argv)
