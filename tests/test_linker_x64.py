@@ -155,41 +155,15 @@ def elf_bss_extent(obj_path):
 
 def mpy_layout(path):
     """Header fields of a native .mpy, read as py/persistentcode.c reads them."""
+    import mpyfile
     with open(path, "rb") as f:
         data = f.read()
-    pos = 4
-
-    def read_uint():  # big-endian groups of 7 bits, high bit = more
-        nonlocal pos
-        v = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            v = v << 7 | (b & 0x7F)
-            if not b & 0x80:
-                return v
-
-    out = {"magic": data[0:1], "version": data[1], "arch": data[2] >> 2,
-           "sub_version": data[2] & 3, "small_int_bits": data[3]}
-    n_qstr, n_obj = read_uint(), read_uint()
-    qstrs = []
-    for _ in range(n_qstr):
-        v = read_uint()
-        if v & 1:
-            qstrs.append(("static", v >> 1))
-        else:
-            qstrs.append(data[pos:pos + (v >> 1)].decode())
-            pos += (v >> 1) + 1
-    out.update(n_obj=n_obj, qstrs=qstrs)
-    kind_len = read_uint()
-    out.update(kind=(kind_len & 3) + 2, has_children=kind_len >> 2 & 1, text_len=kind_len >> 3)
-    out["text"] = data[pos:pos + out["text_len"]]
-    pos += out["text_len"]
-    flags = read_uint()
-    out["scope_flags"] = flags
-    out["rodata_size"] = read_uint() if flags & 0x20 else 0
-    out["bss_size"] = read_uint() if flags & 0x40 else 0
-    return out
+    m = mpyfile.NativeMpy(data)
+    return {"magic": data[0:1], "version": data[1], "arch": m.arch_code,
+            "sub_version": m.sub_version, "small_int_bits": m.small_int_bits,
+            "qstrs": m.qstrs, "n_obj": m.n_obj, "kind": m.kind,
+            "has_children": m.has_children, "text_len": len(m.text), "text": bytes(m.text),
+            "scope_flags": m.scope_flags, "rodata_size": m.rodata_size, "bss_size": m.bss_size}
 
 
 def obj(obj_dir, src_name):

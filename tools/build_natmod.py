@@ -127,16 +127,7 @@ def build(arch, sources, output, build_dir=None, opt="-Os", extra_cflags=(), ver
         if libs:
             linker.add_libraries(libs)
         linker.link()
-        data = linker.mpy_bytes(os.path.basename(output))
-        tmp = output + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)
-        if verbose:
-            img = linker.image
-            print("LINK %s: text %d, rodata %d, bss %d, GOT %d, load relocs %d"
-                  % (output, len(img.text), len(img.rodata), img.bss_size,
-                     len(linker.got_keys), len(img.load_relocs)))
+        linker.write(output)
     return output
 
 

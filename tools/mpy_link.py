@@ -849,6 +849,19 @@ class Linker:
         out += encode_relocs(img.load_relocs, arch.word)
         return bytes(out)
 
+    def write(self, path):
+        """Write the .mpy atomically (a crash never leaves half a module behind)."""
+        data = self.mpy_bytes(os.path.basename(path))
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        if self.verbose:
+            img = self.image
+            print("LINK %s: %s, text %d, rodata %d, bss %d, GOT %d, load relocs %d"
+                  % (path, self.arch.name, len(img.text), len(img.rodata), img.bss_size,
+                     len(self.got_keys), len(img.load_relocs)))
+
 
 def uleb(v):
     """MicroPython's variable-length unsigned int: big-endian groups of 7 bits."""
@@ -1021,16 +1034,7 @@ def main(argv=None):
         if args.libs:
             linker.add_libraries(args.libs)
         linker.link()
-        data = linker.mpy_bytes(os.path.basename(out))
-        tmp = out + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-        if args.verbose:
-            img = linker.image
-            print("%s: %s, text %d, rodata %d, bss %d, GOT %d, relocs %d"
-                  % (out, args.arch, len(img.text), len(img.rodata), img.bss_size,
-                     len(linker.got_keys), len(img.load_relocs)))
+        linker.write(out)
         return 0
     except LinkError as e:
         print("mpy_link: error: %s" % e, file=sys.stderr)

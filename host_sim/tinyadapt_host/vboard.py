@@ -865,6 +865,7 @@ class _Engine:
             self._finish(kind, _ST_EXC, text)
             return
         self.busy = _Exec(self.seq, kind)
+        self._log("run id %d" % self.seq)
         self.out_last_cr = False
         try:
             child.write_cmd(header + src)
@@ -1066,6 +1067,7 @@ class _Engine:
 
     def _parse_ctl(self, child):
         buf = child.ctlbuf
+        self._log("ctl %r" % bytes(buf[-200:]))
         while buf and self.child is child:
             if buf[:1] == b"H":
                 j = buf.find(b"\n")

@@ -40,6 +40,14 @@ def _vb(
     os=os,
     gc=gc,
 ):
+    dbg = open("/tmp/vbt/agent.log", "w")
+    def D(m):
+        while True:
+            try:
+                dbg.write(m + "\n"); dbg.flush()
+                return
+            except KeyboardInterrupt:
+                m = m + " [KI in D]"
     root = argv[1]
     cmd = open(int(argv[2]), "rb")
     ctl = open(int(argv[3]), "wb")
@@ -223,6 +231,7 @@ def _vb(
                 while k:
                     k -= 1
                 phase = 1
+                D("P0 done hdr=%r" % bytes(hbuf))
             if phase == 1:
                 i = 0
                 while i < 24:
@@ -276,6 +285,7 @@ def _vb(
                     exc = e
                 stage = 0
                 phase = 2
+                D("P1 done status=%d exc=%r" % (status, exc))
             if phase == 2:
                 src = code = None
                 ebuf[25] = st_byte[status]
@@ -297,7 +307,9 @@ def _vb(
                         stage = 2
                 exc = None
                 phase = 0
+                D("P2 done")
         except KeyboardInterrupt:
+            D("outer KI phase=%d stage=%d" % (phase, stage))
             if phase == 1:
                 # it landed after the command ended: report what it did
                 stage = 0
