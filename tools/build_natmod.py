@@ -159,7 +159,7 @@ def main(argv=None):
     try:
         out = build(args.arch, args.sources, args.output, args.build_dir, verbose=args.verbose)
     except MissingCompiler as e:
-        print("build_natmod: SKIPPED %s: %s" % (args.arch, e), file=sys.stderr)
+        print("build_natmod: cannot build for %s: %s" % (args.arch, e), file=sys.stderr)
         return 3
     except mpy_link.LinkError as e:
         print("build_natmod: link error: %s" % e, file=sys.stderr)

@@ -1067,7 +1067,7 @@ class _Engine:
 
     def _parse_ctl(self, child):
         buf = child.ctlbuf
-        self._log("ctl %r" % bytes(buf[-200:]))
+        self._log("ctl %r" % bytes(buf[-120:]))
         while buf and self.child is child:
             if buf[:1] == b"H":
                 j = buf.find(b"\n")
