@@ -275,6 +275,14 @@ static mp_obj_t xorshift32_fill(mp_obj_t out_in, mp_obj_t seed_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(xorshift32_fill_obj, xorshift32_fill);
 
+static mp_obj_t crc32(size_t n_args, const mp_obj_t *args) {
+    mp_buffer_info_t data;
+    get_buf(args[0], "data", ET_I8, 0, &data);
+    uint32_t crc = n_args > 1 ? get_u32(args[1], "crc", 0) : 0;
+    return mp_obj_new_int_from_uint(ta_crc32(data.buf, data.len, crc));
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(crc32_obj, 1, 2, crc32);
+
 mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *args) {
     MP_DYNRUNTIME_INIT_ENTRY
 
@@ -285,6 +293,7 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     mp_store_global(MP_QSTR_mul_by_quantized_mult, MP_OBJ_FROM_PTR(&mul_by_quantized_mult_obj));
     mp_store_global(MP_QSTR_saturate, MP_OBJ_FROM_PTR(&saturate_obj));
     mp_store_global(MP_QSTR_xorshift32_fill, MP_OBJ_FROM_PTR(&xorshift32_fill_obj));
+    mp_store_global(MP_QSTR_crc32, MP_OBJ_FROM_PTR(&crc32_obj));
     mp_store_global(MP_QSTR_ABI, MP_OBJ_NEW_SMALL_INT(1));
 
     MP_DYNRUNTIME_INIT_EXIT

@@ -66,4 +66,7 @@ int ta_requantize(int8_t *out, const uint8_t *inp, const uint8_t *mult,
                   const uint8_t *shift, int32_t n, int32_t n_ch,
                   int32_t out_zp, int32_t act_min, int32_t act_max);
 
+/* CRC-32 of n bytes continuing from crc (0 to start), as zlib.crc32. */
+uint32_t ta_crc32(const uint8_t *data, size_t n, uint32_t crc);
+
 #endif /* TA_KERNELS_H */

@@ -90,7 +90,8 @@ class Machine:
         self.types = {}
         for name in ("type", "int", "str", "bytes", "bytearray", "array", "NoneType", "bool",
                      "ValueError", "TypeError", "OverflowError", "MemoryError", "OSError",
-                     "list", "dict", "Exception", "function"):
+                     "list", "dict", "Exception", "function", "fun_builtin_0",
+                     "fun_builtin_1", "fun_builtin_2", "fun_builtin_3", "fun_builtin_var"):
             self.types[name] = self.new_obj(("type", name), "type")
         self.none = self.new_obj(("none",), "NoneType")
         self.false = self.new_obj(("bool", False), "bool")
@@ -101,8 +102,9 @@ class Machine:
         for i in range(N_FUN):
             table[i] = (TRAPS + 2 * i) | 1
         table[0], table[1], table[2] = self.none, self.false, self.true
-        for i, name in enumerate(["type", "str", "list", "dict", "function", "function",
-                                  "function", "function", "function", "Exception"]):
+        for i, name in enumerate(["type", "str", "list", "dict", "fun_builtin_0",
+                                  "fun_builtin_1", "fun_builtin_2", "fun_builtin_3",
+                                  "fun_builtin_var", "Exception"]):
             table[73 + i] = self.types[name]
         self.uc.mem_write(FUN_TABLE, struct.pack("<%dI" % N_FUN, *table))
         self.uc.mem_write(TRAPS, b"\x70\x47" * N_FUN)  # bx lr
@@ -206,11 +208,10 @@ class Machine:
         obj = self.globals[name]
         objs = [self.to_obj(a) for a in args]
         head = self.uc.mem_read(obj, 12)
-        # mp_obj_fun_builtin_fixed_t {base, fun} or _var_t {base, sig, fun}: tell them by
-        # the type the module put in base (fun_builtin_N vs fun_builtin_var): both are
-        # "function" here, so use the arity: var functions take n_args, args*.
-        fixed_fun, var_sig, var_fun = struct.unpack("<3I", head)[0:3]
-        if name in self.var_functions:
+        # mp_obj_fun_builtin_fixed_t {base, fun} or _var_t {base, sig, fun}, told apart
+        # by the type the module put in base (an mp_fun_table entry)
+        base, var_sig, var_fun = struct.unpack("<3I", head)[0:3]
+        if base == self.types["fun_builtin_var"]:
             argv = BUFS + 0x40000 - 64
             self.uc.mem_write(argv, struct.pack("<%dI" % len(objs), *objs))
             res = self.call(var_fun, [len(objs), argv])
@@ -218,8 +219,6 @@ class Machine:
             fn = struct.unpack("<I", head[4:8])[0]
             res = self.call(fn, objs)
         return self.py_value(res), objs
-
-    var_functions = ("fully_connected", "requantize")
 
     def py_value(self, o):
         if o == self.none:

@@ -94,6 +94,12 @@ def cases(seed=1234, small_ints_only=False):
         if small_ints_only and seed >= (1 << 30):
             continue
         out.append(("xorshift32_fill", [Buf(bytes(4 * n), rng.choice("BI"), True), seed]))
+    for n in (0, 1, 7, 64, 1000):
+        data = bytes(rng.getrandbits(8) for _ in range(n))
+        out.append(("crc32", [Buf(data)]))
+        out.append(("crc32", [Buf(data, rng.choice("bB")), rng.choice([0, 1, 0x7FFFFFFF])]))
+    if not small_ints_only:
+        out.append(("crc32", [Buf(b"tinyadapt"), 0xFFFFFFFF]))
     out.extend(bad_cases(small_ints_only))
     return out
 
@@ -133,12 +139,14 @@ def bad_cases(small_ints_only=False):
         ("xorshift32_fill", [Buf(bytes(6), "B", True), 1]),
         ("xorshift32_fill", [Buf(bytes(8), "i", True), 1]),
         ("xorshift32_fill", [Buf(bytes(8), "B", False), 1]),
+        ("crc32", [5]), ("crc32", [Buf(bytes(8), "i")]), ("crc32", [Buf(b"x"), -1]),
     ]
     if not small_ints_only:
         out += [("rounding_rshift", [I32_MAX + 1, 0]), ("rounding_rshift", [I32_MIN - 1, 0]),
                 ("rounding_rshift", [1 << 70, 0]), ("srdhm", [0, -(1 << 64)]),
                 ("xorshift32_fill", [Buf(bytes(8), "B", True), 1 << 32]),
-                ("xorshift32_fill", [Buf(bytes(8), "B", True), -1])]
+                ("xorshift32_fill", [Buf(bytes(8), "B", True), -1]),
+                ("crc32", [Buf(b"x"), 1 << 32])]
     return out
 
 

@@ -53,3 +53,17 @@ def test_natmod_hand_values(micropython, natmod_x64, tmp_path):
     # xorshift32 from 1: 1 ^ 1<<13 = 0x2001; ^ >>17 = 0x2001; ^ <<5 = 0x42021
     assert proc.stdout.split("\n")[:5] == [
         "-3 3 -2", "2147483647 536870912", "26", "[8, 250]", "['42021', '4080601']"]
+
+
+def test_crc32_is_zlibs(micropython, natmod_x64, tmp_path):
+    """The natmod's crc32 equals zlib's (an independent implementation), in chunks too."""
+    import zlib
+    shutil.copy(natmod_x64, tmp_path / "_tinyadapt.mpy")
+    data = bytes((i * 131 + 17) & 255 for i in range(3000))
+    code = ("import _tinyadapt as t\n"
+            "d = bytes((i * 131 + 17) & 255 for i in range(3000))\n"
+            "print(t.crc32(d), t.crc32(d[1000:], t.crc32(d[:1000])), t.crc32(b''), t.crc32(b'a', 5))\n")
+    proc = run_mpy(micropython, code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    want = [zlib.crc32(data), zlib.crc32(data), 0, zlib.crc32(b"a", 5)]
+    assert proc.stdout.split() == [str(v) for v in want]

@@ -16,6 +16,8 @@ Choices the spec leaves open, shared with the C kernels:
 * saturate with lo > hi raises ``ValueError("lo > hi")``.
 """
 
+import zlib as _zlib
+
 import numpy as np
 
 from . import fixedpoint as _fp
@@ -46,6 +48,7 @@ __all__ = [
     "mul_by_quantized_mult",
     "saturate",
     "xorshift32_fill",
+    "crc32",
 ]
 
 _I8_LO, _I8_HI = -128, 127
@@ -158,3 +161,10 @@ def xorshift32_fill(out, seed):
     states, final = _fp.xorshift32(seed, out.arr.size)
     out.arr[:] = states
     return final
+
+
+def crc32(data, crc=0):
+    """CRC-32 (IEEE, as zlib.crc32) of the bytes of ``data``, continuing from ``crc``."""
+    data = buffer_arg("data", data, INT8)
+    crc = int_arg("crc", crc, 0, 0xFFFFFFFF)
+    return _zlib.crc32(data.arr.tobytes(), crc)
