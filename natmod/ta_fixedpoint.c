@@ -133,3 +133,126 @@ uint32_t ta_xorshift32_fill(uint8_t *out, size_t n_words, uint32_t seed) {
     }
     return s;
 }
+
+/* ---- additions for the int8 inference kernels (ABI 2) ---- */
+
+uint64_t ta_umul32_wide(uint32_t a, uint32_t b) {
+    return umul32_wide(a, b);
+}
+
+int32_t ta_wadd(int32_t a, int32_t b) {
+    return ta_u32_to_i32((uint32_t)a + (uint32_t)b);
+}
+
+int32_t ta_wsub(int32_t a, int32_t b) {
+    return ta_u32_to_i32((uint32_t)a - (uint32_t)b);
+}
+
+int32_t ta_sat_lshift(int32_t x, int n) {
+    int32_t limit;
+    n = clamp_int(n, 0, 31);
+    /* x * 2^n fits iff -2^(31-n) <= x <= 2^(31-n) - 1 */
+    limit = (int32_t)(0x7FFFFFFFu >> n);
+    if (x > limit) {
+        return TA_I32_MAX;
+    }
+    if (x < -limit - 1) {
+        return TA_I32_MIN;
+    }
+    /* in range: the unsigned shift is the two's complement product */
+    return ta_u32_to_i32((uint32_t)x << n);
+}
+
+int32_t ta_mul_by_quantized_mult_gt1(int32_t x, int32_t mult, int left_shift) {
+    return ta_srdhm(ta_sat_lshift(x, left_shift), mult);
+}
+
+int32_t ta_rounding_half_sum(int32_t a, int32_t b) {
+    int64_t s = (int64_t)a + (int64_t)b;
+    if (s >= 0) {
+        /* (s + 1) / 2 <= 2^31 - 1 since s <= 2^32 - 2 */
+        return (int32_t)(((uint64_t)s + 1u) >> 1);
+    }
+    /* trunc((s - 1) / 2) == -floor((-s + 1) / 2), which is >= -2^31 */
+    return (int32_t)(-(int64_t)(((uint64_t)(-s) + 1u) >> 1));
+}
+
+int ta_clz32(uint32_t x) {
+    int n = 0;
+    if (x == 0u) {
+        return 32;
+    }
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        n++;
+    }
+    return n;
+}
+
+int32_t ta_exp_on_interval_neg_quarter_0(int32_t a) {
+    const int32_t constant_term = 1895147668;     /* exp(-1/8) in Q0.31 */
+    const int32_t constant_1_over_3 = 715827883;  /* 1/3 in Q0.31 */
+    int32_t x, x2, x3, x4, t;
+    x = ta_wadd(a, (int32_t)1 << 28);
+    x2 = ta_srdhm(x, x);
+    x3 = ta_srdhm(x2, x);
+    x4 = ta_srdhm(x2, x2);
+    t = ta_wadd(ta_rounding_rshift(x4, 2), x3);
+    t = ta_wadd(ta_srdhm(t, constant_1_over_3), x2);
+    t = ta_rounding_rshift(t, 1);
+    return ta_wadd(constant_term, ta_srdhm(constant_term, ta_wadd(x, t)));
+}
+
+int32_t ta_exp_on_negative_values_q5(int32_t a) {
+    /* exp(-2^k) in Q0.31 for k = -2 .. 4, applied for bit 26 + k of rem */
+    static const int32_t multipliers[7] = {
+        1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242,
+    };
+    const int32_t one_quarter = (int32_t)1 << 24; /* 1/4 in Q5.26 */
+    int32_t q, result;
+    uint32_t rem;
+    int k;
+    q = (a & (one_quarter - 1)) - one_quarter; /* in [-2^24, -1] */
+    /* Rescale<0> from Q5.26 to Q0.31 is a saturating * 32, exact here */
+    result = ta_exp_on_interval_neg_quarter_0(ta_sat_lshift(q, 5));
+    rem = (uint32_t)q - (uint32_t)a;
+    for (k = 0; k < 7; k++) {
+        if (rem & ((uint32_t)1 << (24 + k))) {
+            result = ta_srdhm(result, multipliers[k]);
+        }
+    }
+    return a == 0 ? TA_I32_MAX : result;
+}
+
+int32_t ta_one_over_one_plus_x(int32_t a) {
+    const int32_t constant_48_over_17 = 1515870810;     /* Q2.29 */
+    const int32_t constant_neg_32_over_17 = -1010580540; /* Q2.29 */
+    const int32_t f2_one = (int32_t)1 << 29;
+    int32_t half_denominator, x;
+    int i;
+    half_denominator = ta_rounding_half_sum(a, TA_I32_MAX);
+    x = ta_wadd(constant_48_over_17,
+                ta_srdhm(half_denominator, constant_neg_32_over_17));
+    for (i = 0; i < 3; i++) {
+        int32_t one_minus = ta_wsub(f2_one, ta_srdhm(half_denominator, x));
+        /* x * one_minus is Q4.27; Rescale<2> is a saturating * 4 */
+        x = ta_wadd(x, ta_sat_lshift(ta_srdhm(x, one_minus), 2));
+    }
+    /* ExactMulByPot<-1> makes it Q1.30, Rescale<0> a saturating * 2 */
+    return ta_sat_lshift(x, 1);
+}
+
+int32_t ta_get_reciprocal(int32_t x, int digits, int *num_bits_over_unit) {
+    int headroom_plus_one = ta_clz32((uint32_t)x);
+    uint32_t shifted;
+    *num_bits_over_unit = digits - headroom_plus_one;
+    shifted = headroom_plus_one < 32 ? (uint32_t)x << headroom_plus_one : 0u;
+    return ta_one_over_one_plus_x(ta_u32_to_i32(shifted - 0x80000000u));
+}
+
+int8_t ta_requant_i8(int32_t acc, int32_t mult, int shift, int32_t out_zp,
+                     int32_t act_min, int32_t act_max) {
+    int32_t r = ta_mul_by_quantized_mult(acc, mult, shift);
+    r = ta_saturate(r, -256, 255) + out_zp;
+    return (int8_t)ta_saturate(r, act_min, act_max);
+}

@@ -14,6 +14,13 @@ Choices the spec leaves open, shared with the C kernels:
 * Size errors that have no single expected size read
   ``"<arg>: size <n> bytes, expected a [nonzero ]multiple of <k>"``.
 * saturate with lo > hi raises ``ValueError("lo > hi")``.
+
+The int8 inference kernels of ABI 2 (NHWC, TFLite Micro reference semantics)
+live in submodules: `conv` (conv2d, depthwise_conv2d), `pool` (avg_pool,
+max_pool), `eltwise` (add, softmax, argmax), with their shared geometry
+checks in `geometry`. Host-only helpers that a converter uses, not part of
+the natmod: `compute_padding` (TFLite SAME/VALID), `quantize_multiplier`
+and `softmax_params` (in `params`).
 """
 
 import zlib as _zlib
@@ -37,7 +44,7 @@ from .bufcheck import (
 )
 
 # Version of this function set; python_lib/tinyadapt refuses a mismatching kernel module.
-ABI = 1
+ABI = 2
 
 __all__ = [
     "ABI",
@@ -49,10 +56,27 @@ __all__ = [
     "saturate",
     "xorshift32_fill",
     "crc32",
+    "conv2d",
+    "depthwise_conv2d",
+    "avg_pool",
+    "max_pool",
+    "add",
+    "softmax",
+    "argmax",
+    "compute_padding",
+    "quantize_multiplier",
+    "softmax_params",
 ]
 
 _I8_LO, _I8_HI = -128, 127
 _DIM_MAX = 65535
+
+# int8 inference kernels (ABI 2) and host-only parameter helpers
+from .conv import conv2d, depthwise_conv2d  # noqa: E402
+from .eltwise import add, argmax, softmax  # noqa: E402
+from .geometry import compute_padding  # noqa: E402
+from .params import quantize_multiplier, softmax_params  # noqa: E402
+from .pool import avg_pool, max_pool  # noqa: E402
 
 
 def fully_connected(out, inp, weights, bias, mult, shift, n_in, n_out, in_zp, out_zp,

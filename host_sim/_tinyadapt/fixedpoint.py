@@ -84,3 +84,87 @@ def xorshift32(state, count):
         s ^= (s << 5) & U32_MASK
         append(s)
     return np.array(states, dtype=np.uint32), s
+
+
+# ---- additions for the int8 inference kernels (ABI 2); the rules are
+# stated once more in natmod/ta_fixedpoint.h ----
+
+def sat_lshift(x, n):
+    """x * 2^n clamped to int32, n in [0, 31] (gemmlowp's
+    SaturatingRoundingMultiplyByPOT<n> for n > 0)."""
+    x, n = _i64(x), _i64(n)
+    return np.clip(x * (_I64(1) << n), I32_MIN, I32_MAX)
+
+
+def mul_by_quantized_mult_gt1(x, mult, left_shift):
+    """TFLite MultiplyByQuantizedMultiplierGreaterThanOne:
+    srdhm(sat_lshift(x, left_shift), mult), left_shift in [0, 31]."""
+    return srdhm(sat_lshift(x, left_shift), mult)
+
+
+def rounding_half_sum(a, b):
+    """gemmlowp RoundingHalfSum: (a + b) / 2 rounded half away from zero."""
+    s = _i64(a) + _i64(b)
+    return np.where(s >= 0, (s + 1) >> 1, -((1 - s) >> 1))
+
+
+def clz32(x):
+    """Leading zero bits of x taken as uint32 (32 for 0)."""
+    v = _i64(x) & U32_MASK
+    bits = np.zeros(v.shape, dtype=_I64)
+    for s in (16, 8, 4, 2, 1):
+        big = v >= (1 << s)
+        bits = bits + np.where(big, s, 0)
+        v = np.where(big, v >> s, v)
+    return 32 - (bits + (v > 0))
+
+
+_EXP_C = 1895147668     # exp(-1/8), Q0.31
+_ONE_THIRD = 715827883  # 1/3, Q0.31
+# exp(-2^k) in Q0.31 for k = -2 .. 4, applied for bit 26 + k of the remainder
+_EXP_BARREL = (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)
+
+
+def exp_on_interval_neg_quarter_0(a):
+    """gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl,
+    Q0.31 -> Q0.31: a 4th-order Taylor expansion around -1/8."""
+    x = wrap_i32(_i64(a) + (1 << 28))
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    t = wrap_i32(rounding_rshift(x4, 2) + x3)
+    t = wrap_i32(srdhm(t, _ONE_THIRD) + x2)
+    t = rounding_rshift(t, 1)
+    return wrap_i32(_EXP_C + srdhm(_EXP_C, wrap_i32(x + t)))
+
+
+def exp_on_negative_values_q5(a):
+    """gemmlowp exp_on_negative_values for Q5.26 input, Q0.31 result."""
+    a = _i64(a)
+    quarter = 1 << 24
+    q = (a & (quarter - 1)) - quarter
+    result = exp_on_interval_neg_quarter_0(sat_lshift(q, 5))
+    rem = (q - a) & U32_MASK
+    for k, m in enumerate(_EXP_BARREL):
+        result = np.where((rem >> (24 + k)) & 1, srdhm(result, m), result)
+    return np.where(a == 0, _I64(I32_MAX), result)
+
+
+def one_over_one_plus_x(a):
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 -> Q0.31,
+    three Newton-Raphson steps in Q2.29."""
+    h = rounding_half_sum(a, I32_MAX)
+    x = wrap_i32(1515870810 + srdhm(h, -1010580540))
+    for _ in range(3):
+        one_minus = wrap_i32((1 << 29) - srdhm(h, x))
+        x = wrap_i32(x + sat_lshift(srdhm(x, one_minus), 2))
+    return sat_lshift(x, 1)
+
+
+def get_reciprocal(x, digits):
+    """TFLite GetReciprocal: (1 / x as Q0.31 of x scaled into [1, 2),
+    num_bits_over_unit) for x > 0 in Q(digits).(31 - digits)."""
+    x = _i64(x)
+    h = clz32(x)
+    shifted = np.where(h < 32, ((x & U32_MASK) << np.minimum(h, 31)) & U32_MASK, 0)
+    return one_over_one_plus_x(wrap_i32(shifted - (1 << 31))), digits - h

@@ -8,7 +8,7 @@ import _tinyadapt
 from .layers import Dense
 
 __version__ = "0.1.0"
-KERNEL_ABI = 1
+KERNEL_ABI = 2
 
 if getattr(_tinyadapt, "ABI", None) != KERNEL_ABI:
     raise ImportError("tinyadapt needs _tinyadapt ABI %d, found %r: rebuild or redeploy the natmod"
