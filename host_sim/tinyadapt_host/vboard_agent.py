@@ -16,9 +16,10 @@
 # status (0 ok, 1 exception, 2 SystemExit), the traceback text, TOKEN. Program
 # output goes to stdout, unbuffered, so all of it is in the pipe before "E".
 #
-# Ctrl-C arrives as SIGINT, which the unix port turns into KeyboardInterrupt.
-# The reply path allocates nothing, so a full heap cannot stop the agent
-# answering.
+# Ctrl-C arrives as a KeyboardInterrupt raised at the next VM branch (the
+# host's launcher arms SIGUSR2 for that, see _BOOT in vboard.py), or as an
+# asynchronous SIGINT when MicroPython is run some other way. The reply path
+# allocates nothing, so a full heap cannot stop the agent answering.
 import sys
 import os
 import gc
@@ -40,14 +41,6 @@ def _vb(
     os=os,
     gc=gc,
 ):
-    dbg = open("/tmp/vbt/agent.log", "w")
-    def D(m):
-        while True:
-            try:
-                dbg.write(m + "\n"); dbg.flush()
-                return
-            except KeyboardInterrupt:
-                m = m + " [KI in D]"
     root = argv[1]
     cmd = open(int(argv[2]), "rb")
     ctl = open(int(argv[3]), "wb")
@@ -205,16 +198,17 @@ def _vb(
     rdn = cmd.read
     wr = ctl.write
     pexc = sys.print_exception
+    collect = gc.collect
 
     gc.collect()
     wr(("H %d %d %s\n" % (gc.mem_free(), gc.mem_alloc(), sys.version)).encode())
 
-    # A KeyboardInterrupt can surface at any backward jump, and even after a
-    # read returned but before its result is stored, so the loop is a state
-    # machine that a stray one (a Ctrl-C that arrived as a command finished)
-    # can hit anywhere: phase 0 waits for a command, 1 runs it, 2 reports.
-    # The host sends SIGINT only after "B", i.e. once the command has been
-    # read, so reading is never cut short.
+    # A KeyboardInterrupt can surface at any backward jump (with a plain
+    # SIGINT even between a read and the store of its result), so the loop is
+    # a state machine that a stray one (a Ctrl-C that arrived as a command
+    # finished) can hit anywhere: phase 0 waits for a command, 1 runs it,
+    # 2 reports. The host interrupts only after "B", i.e. once the command has
+    # been read, so reading is never cut short.
     phase = 0
     stage = 0
     status = 0
@@ -231,7 +225,6 @@ def _vb(
                 while k:
                     k -= 1
                 phase = 1
-                D("P0 done hdr=%r" % bytes(hbuf))
             if phase == 1:
                 i = 0
                 while i < 24:
@@ -246,6 +239,16 @@ def _vb(
                     i += 1
                 status = 0
                 exc = src = code = None
+                # A SIGINT that lands inside gc_collect() leaves the unix
+                # port's GC_COLLECT_FLAG set, so every allocation fails with
+                # "heap is locked" (heap_unlock() does not clear it); a
+                # collection does. Only when an allocation fails: then the
+                # allocator would have collected anyway.
+                try:
+                    k = bytearray(1)
+                except MemoryError:
+                    collect()
+                k = 0
                 try:
                     try:
                         src = rdn(n)  # allocates before it consumes anything
@@ -285,7 +288,6 @@ def _vb(
                     exc = e
                 stage = 0
                 phase = 2
-                D("P1 done status=%d exc=%r" % (status, exc))
             if phase == 2:
                 src = code = None
                 ebuf[25] = st_byte[status]
@@ -307,9 +309,7 @@ def _vb(
                         stage = 2
                 exc = None
                 phase = 0
-                D("P2 done")
         except KeyboardInterrupt:
-            D("outer KI phase=%d stage=%d" % (phase, stage))
             if phase == 1:
                 # it landed after the command ended: report what it did
                 stage = 0
