@@ -306,19 +306,7 @@ def save(model, path):
 
 
 def quantize_multiplier(real):
-    """TFLite's QuantizeMultiplier: real (>= 0) as (mult, shift) with
-    real ~= mult * 2^shift / 2^31, mult in [2^30, 2^31) or 0; the pair the kernels'
-    requant takes."""
-    import math
-    if real <= 0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    qf = int(round(q * (1 << 31)))
-    if qf == 1 << 31:
-        qf //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    if shift > 30:
-        raise ValueError("multiplier %r too large" % real)
-    return qf, shift
+    """TFLite's QuantizeMultiplier: (mult, shift) for the kernels' requant; the one
+    definition is host_sim's `_tinyadapt.quantize_multiplier`."""
+    from _tinyadapt import quantize_multiplier as qm
+    return qm(real)

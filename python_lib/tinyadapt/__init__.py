@@ -6,6 +6,8 @@ CPython (kernels from host_sim's numpy `_tinyadapt`, bit-exact with the C).
 import _tinyadapt
 
 from .layers import Dense
+from .model import Model, UnsupportedModel
+from .tam import TamError, load
 
 __version__ = "0.1.0"
 KERNEL_ABI = 2
@@ -14,4 +16,5 @@ if getattr(_tinyadapt, "ABI", None) != KERNEL_ABI:
     raise ImportError("tinyadapt needs _tinyadapt ABI %d, found %r: rebuild or redeploy the natmod"
                       % (KERNEL_ABI, getattr(_tinyadapt, "ABI", None)))
 
-__all__ = ["Dense", "KERNEL_ABI", "__version__"]
+__all__ = ["Dense", "Model", "UnsupportedModel", "TamError", "load", "KERNEL_ABI",
+           "__version__"]

@@ -195,7 +195,10 @@ class IO:
         self.hi = hi
 
     def quantize(self, x):
-        q = int(round(x / self.scale)) + self.zero_point
+        # round half away from zero, as TFLite and Model.quantize (not Python's
+        # round, which rounds halves to even)
+        r = x / self.scale
+        q = (int(r + 0.5) if r >= 0 else -int(-r + 0.5)) + self.zero_point
         return self.lo if q < self.lo else self.hi if q > self.hi else q
 
     def dequantize(self, q):
