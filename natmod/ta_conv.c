@@ -10,10 +10,6 @@
 
 #define I31_MAX 0x7FFFFFFFu
 
-static int in_i8_range(int32_t v) {
-    return v >= -128 && v <= 127;
-}
-
 static int in_dim(int32_t v, int32_t hi) {
     return v >= 1 && v <= hi;
 }
@@ -70,35 +66,10 @@ int ta_check_geom(const ta_geom_t *g, int32_t k_max) {
 
 /* Zero points and activation bounds, act_min <= act_max, then every shift,
  * then every mult: the order of docs/kernels.md. */
-static int check_quant(const uint8_t *mult, const uint8_t *shift,
-                       int32_t n_ch, int32_t in_zp, int32_t out_zp,
-                       int32_t act_min, int32_t act_max) {
-    int32_t c;
-    if (!in_i8_range(in_zp) || !in_i8_range(out_zp) ||
-        !in_i8_range(act_min) || !in_i8_range(act_max)) {
-        return TA_ERR_RANGE;
-    }
-    if (act_min > act_max) {
-        return TA_ERR_ACT;
-    }
-    for (c = 0; c < n_ch; c++) {
-        int32_t s = ta_load_i32(shift + 4u * (size_t)c);
-        if (s < -31 || s > 30) {
-            return TA_ERR_SHIFT;
-        }
-    }
-    for (c = 0; c < n_ch; c++) {
-        if (ta_load_i32(mult + 4u * (size_t)c) < 0) {
-            return TA_ERR_MULT;
-        }
-    }
-    return TA_OK;
-}
-
 /* The in-image part [*lo, *hi) of a window of k cells starting at origin
  * over [0, size); never empty under ta_check_geom. */
-static void window(int32_t origin, int32_t k, int32_t size, int32_t *lo,
-                   int32_t *hi) {
+void ta_window(int32_t origin, int32_t k, int32_t size, int32_t *lo,
+               int32_t *hi) {
     *lo = origin < 0 ? -origin : 0;
     *hi = size - origin < k ? size - origin : k;
 }
@@ -123,7 +94,7 @@ int ta_conv2d(int8_t *out, const int8_t *inp, const int8_t *weights,
     if (!mul_i31(&n, g->k_h) || !mul_i31(&n, g->k_w) || !mul_i31(&n, g->in_c)) {
         return TA_ERR_DIM;
     }
-    status = check_quant(mult, shift, g->out_c, in_zp, out_zp, act_min, act_max);
+    status = ta_check_quant(mult, shift, g->out_c, in_zp, out_zp, act_min, act_max);
     if (status != TA_OK) {
         return status;
     }
@@ -134,7 +105,7 @@ int ta_conv2d(int8_t *out, const int8_t *inp, const int8_t *weights,
         for (oy = 0; oy < g->out_h; oy++) {
             int32_t iy0 = oy * g->stride_h - g->pad_top;
             int32_t ky0, ky1;
-            window(iy0, g->k_h, g->in_h, &ky0, &ky1);
+            ta_window(iy0, g->k_h, g->in_h, &ky0, &ky1);
             for (ox = 0; ox < g->out_w; ox++) {
                 int32_t ix0 = ox * g->stride_w - g->pad_left;
                 int32_t kx0, kx1;
@@ -142,7 +113,7 @@ int ta_conv2d(int8_t *out, const int8_t *inp, const int8_t *weights,
                 int8_t *y = out + (((size_t)b * (size_t)g->out_h + (size_t)oy) *
                                        (size_t)g->out_w + (size_t)ox) *
                                       (size_t)g->out_c;
-                window(ix0, g->k_w, g->in_w, &kx0, &kx1);
+                ta_window(ix0, g->k_w, g->in_w, &kx0, &kx1);
                 /* consecutive kx are consecutive in_c runs in both the
                  * input row and the filter row: one contiguous span */
                 span = (size_t)(kx1 - kx0) * (size_t)g->in_c;
@@ -195,7 +166,7 @@ int ta_depthwise_conv2d(int8_t *out, const int8_t *inp, const int8_t *weights,
     if (!mul_i31(&n, g->k_h) || !mul_i31(&n, g->k_w)) {
         return TA_ERR_DIM;
     }
-    status = check_quant(mult, shift, g->out_c, in_zp, out_zp, act_min, act_max);
+    status = ta_check_quant(mult, shift, g->out_c, in_zp, out_zp, act_min, act_max);
     if (status != TA_OK) {
         return status;
     }
@@ -205,14 +176,14 @@ int ta_depthwise_conv2d(int8_t *out, const int8_t *inp, const int8_t *weights,
         for (oy = 0; oy < g->out_h; oy++) {
             int32_t iy0 = oy * g->stride_h - g->pad_top;
             int32_t ky0, ky1;
-            window(iy0, g->k_h, g->in_h, &ky0, &ky1);
+            ta_window(iy0, g->k_h, g->in_h, &ky0, &ky1);
             for (ox = 0; ox < g->out_w; ox++) {
                 int32_t ix0 = ox * g->stride_w - g->pad_left;
                 int32_t kx0, kx1;
                 int8_t *y = out + (((size_t)b * (size_t)g->out_h + (size_t)oy) *
                                        (size_t)g->out_w + (size_t)ox) *
                                       (size_t)g->out_c;
-                window(ix0, g->k_w, g->in_w, &kx0, &kx1);
+                ta_window(ix0, g->k_w, g->in_w, &kx0, &kx1);
                 for (ic = 0; ic < g->in_c; ic++) {
                     for (m = 0; m < depth_multiplier; m++) {
                         size_t oc = (size_t)ic * (size_t)depth_multiplier +

@@ -3,10 +3,6 @@
  * in ta_fixedpoint.h. */
 #include "ta_kernels.h"
 
-static int in_i8_range(int32_t v) {
-    return v >= -128 && v <= 127;
-}
-
 int ta_add(int8_t *out, const int8_t *in1, const int8_t *in2, int32_t n,
            const ta_add_params_t *p) {
     int32_t k;
@@ -16,9 +12,9 @@ int ta_add(int8_t *out, const int8_t *in1, const int8_t *in2, int32_t n,
     if (n < 0) {
         return TA_ERR_DIM;
     }
-    if (!in_i8_range(p->in1_zp) || !in_i8_range(p->in2_zp) ||
-        !in_i8_range(p->out_zp) || !in_i8_range(p->act_min) ||
-        !in_i8_range(p->act_max)) {
+    if (!ta_in_i8(p->in1_zp) || !ta_in_i8(p->in2_zp) ||
+        !ta_in_i8(p->out_zp) || !ta_in_i8(p->act_min) ||
+        !ta_in_i8(p->act_max)) {
         return TA_ERR_RANGE;
     }
     if (p->act_min > p->act_max) {

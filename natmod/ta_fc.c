@@ -3,19 +3,15 @@
  * divide instruction) and index with size_t so no int32 product can wrap. */
 #include "ta_kernels.h"
 
-static int in_i8_range(int32_t v) {
-    return v >= -128 && v <= 127;
-}
-
 /* Shared scalar checks and per-channel element checks, in the order of
  * docs/kernels.md: zero points and activation bounds, act_min <= act_max,
  * then every shift, then every mult. */
-static int check_quant(const uint8_t *mult, const uint8_t *shift,
+int ta_check_quant(const uint8_t *mult, const uint8_t *shift,
                        int32_t n_ch, int32_t zp_a, int32_t zp_b,
                        int32_t act_min, int32_t act_max) {
     int32_t c;
-    if (!in_i8_range(zp_a) || !in_i8_range(zp_b) || !in_i8_range(act_min) ||
-        !in_i8_range(act_max)) {
+    if (!ta_in_i8(zp_a) || !ta_in_i8(zp_b) || !ta_in_i8(act_min) ||
+        !ta_in_i8(act_max)) {
         return TA_ERR_RANGE;
     }
     if (act_min > act_max) {
@@ -35,18 +31,6 @@ static int check_quant(const uint8_t *mult, const uint8_t *shift,
     return TA_OK;
 }
 
-/* clamp(requant(acc) + out_zp, act_min, act_max) with an exact addition:
- * pre-clamping to [-256, 255] cannot change a result that ends in
- * [-128, 127] after adding a zero point in [-128, 127]. */
-static int8_t requant_to_i8(int32_t acc, const uint8_t *mult,
-                            const uint8_t *shift, int32_t out_zp,
-                            int32_t act_min, int32_t act_max) {
-    int32_t r = ta_mul_by_quantized_mult(acc, ta_load_i32(mult),
-                                         (int)ta_load_i32(shift));
-    r = ta_saturate(r, -256, 255) + out_zp;
-    return (int8_t)ta_saturate(r, act_min, act_max);
-}
-
 int ta_fully_connected(int8_t *out, const int8_t *inp, const int8_t *weights,
                        const uint8_t *bias, const uint8_t *mult,
                        const uint8_t *shift, int32_t n_batch, int32_t n_in,
@@ -62,7 +46,7 @@ int ta_fully_connected(int8_t *out, const int8_t *inp, const int8_t *weights,
         n_out > TA_FC_MAX_DIM) {
         return TA_ERR_DIM;
     }
-    status = check_quant(mult, shift, n_out, in_zp, out_zp, act_min, act_max);
+    status = ta_check_quant(mult, shift, n_out, in_zp, out_zp, act_min, act_max);
     if (status != TA_OK) {
         return status;
     }
@@ -80,9 +64,9 @@ int ta_fully_connected(int8_t *out, const int8_t *inp, const int8_t *weights,
             w += n_in;
             /* bias + sum wraps modulo 2^32, done in unsigned arithmetic */
             acc = ta_load_u32(bias + 4u * (size_t)o) + (uint32_t)sum;
-            y[o] = requant_to_i8(ta_u32_to_i32(acc), mult + 4u * (size_t)o,
-                                 shift + 4u * (size_t)o, out_zp, act_min,
-                                 act_max);
+            y[o] = ta_requant_i8(ta_u32_to_i32(acc), ta_load_i32(mult + 4u * (size_t)o),
+                                 (int)ta_load_i32(shift + 4u * (size_t)o), out_zp,
+                                 act_min, act_max);
         }
     }
     return TA_OK;
@@ -103,15 +87,16 @@ int ta_requantize(int8_t *out, const uint8_t *inp, const uint8_t *mult,
         return TA_ERR_DIM;
     }
     /* out_zp stands in for the absent input zero point in the shared check */
-    status = check_quant(mult, shift, n_ch, out_zp, out_zp, act_min, act_max);
+    status = ta_check_quant(mult, shift, n_ch, out_zp, out_zp, act_min, act_max);
     if (status != TA_OK) {
         return status;
     }
     c = 0;
     for (k = 0; k < n; k++) {
-        out[k] = requant_to_i8(ta_load_i32(inp + 4u * (size_t)k),
-                               mult + 4u * (size_t)c, shift + 4u * (size_t)c,
-                               out_zp, act_min, act_max);
+        out[k] = ta_requant_i8(ta_load_i32(inp + 4u * (size_t)k),
+                               ta_load_i32(mult + 4u * (size_t)c),
+                               (int)ta_load_i32(shift + 4u * (size_t)c), out_zp,
+                               act_min, act_max);
         if (++c == n_ch) {
             c = 0;
         }

@@ -210,4 +210,19 @@ int ta_softmax(int8_t *out, const int8_t *inp, int32_t rows, int32_t n,
  * rows >= 1, n in [1, 65535]. */
 int ta_argmax(uint8_t *out, const int8_t *inp, int32_t rows, int32_t n);
 
+/* Helpers shared by the kernel files (not part of the binding's API). */
+static inline int ta_in_i8(int32_t v) {
+    return v >= -128 && v <= 127;
+}
+
+/* The per-channel requantization checks of docs/kernels.md, in its order: zero
+ * points and activation bounds in [-128, 127], act_min <= act_max, every shift in
+ * [-31, 30], then every mult >= 0. Returns TA_OK or the first failing status. */
+int ta_check_quant(const uint8_t *mult, const uint8_t *shift, int32_t n_ch,
+                   int32_t zp_a, int32_t zp_b, int32_t act_min, int32_t act_max);
+
+/* The in-image part [*lo, *hi) of a window of k cells starting at origin over
+ * [0, size); never empty under ta_check_geom. */
+void ta_window(int32_t origin, int32_t k, int32_t size, int32_t *lo, int32_t *hi);
+
 #endif /* TA_KERNELS_H */

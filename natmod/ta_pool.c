@@ -25,13 +25,6 @@ static int check_pool(const int8_t *out, const int8_t *inp, const ta_geom_t *g,
     return TA_OK;
 }
 
-/* The in-image part [*lo, *hi) of a window of k cells starting at origin. */
-static void window(int32_t origin, int32_t k, int32_t size, int32_t *lo,
-                   int32_t *hi) {
-    *lo = origin < 0 ? -origin : 0;
-    *hi = size - origin < k ? size - origin : k;
-}
-
 /* mode 0: average, 1: maximum */
 static int pool(int8_t *out, const int8_t *inp, const ta_geom_t *g,
                 int32_t act_min, int32_t act_max, int mode) {
@@ -42,7 +35,7 @@ static int pool(int8_t *out, const int8_t *inp, const ta_geom_t *g,
         for (oy = 0; oy < g->out_h; oy++) {
             int32_t iy0 = oy * g->stride_h - g->pad_top;
             int32_t ky0, ky1;
-            window(iy0, g->k_h, g->in_h, &ky0, &ky1);
+            ta_window(iy0, g->k_h, g->in_h, &ky0, &ky1);
             for (ox = 0; ox < g->out_w; ox++) {
                 int32_t ix0 = ox * g->stride_w - g->pad_left;
                 int32_t kx0, kx1;
@@ -51,7 +44,7 @@ static int pool(int8_t *out, const int8_t *inp, const ta_geom_t *g,
                 int8_t *y = out + (((size_t)b * (size_t)g->out_h + (size_t)oy) *
                                        (size_t)g->out_w + (size_t)ox) *
                                       (size_t)g->out_c;
-                window(ix0, g->k_w, g->in_w, &kx0, &kx1);
+                ta_window(ix0, g->k_w, g->in_w, &kx0, &kx1);
                 count = (uint32_t)(ky1 - ky0) * (uint32_t)(kx1 - kx0);
                 for (c = 0; c < g->in_c; c++) {
                     int32_t acc = mode ? -128 : 0;
