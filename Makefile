@@ -46,8 +46,9 @@ test: deps natmod lib  ## run all tests (pytest)
 demo: deps natmod lib  ## virtual rp2040: deploy, run a dense layer there and on the host
 	$(PY) tools/demo.py
 
-bench: natmod  ## natmod vs pure MicroPython vs numpy on one kernel, ratios from one run
+bench: natmod lib  ## kernels and models: board vs host vs TFLite Micro, time and RAM, ratios from one run
 	$(PY) tools/bench_kernels.py
+	$(PY) tools/bench_models.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -7,6 +7,10 @@ add, depthwise conv with depth multiplier 2 and stride 2, ReLU6, global average
 pooling) on the same digits as 1x8x8 images, and a two-conv CNN on 6000
 Fashion-MNIST images (Debian's dataset-fashion-mnist) for 2 epochs. Each is
 converted with min/max calibration on 300 training samples and run in int8.
+The data splits, the training loop, the MLP and the Fashion CNN come from
+tinyadapt_host.demo_models (shared with the board tests and tools/bench_models.py;
+their trained weights are cached under build/demo_models/, keyed by a hash of
+the training code).
 
 The int8 runs use `run_tam` below, a minimal executor written for this file as
 the test oracle: it reads the .tam back with the board loader's checks
@@ -54,6 +58,8 @@ except ImportError:  # pragma: no cover - reported by the fixture below
 import _tinyadapt as K  # noqa: E402
 import tflite_quant as tq  # noqa: E402
 from tinyadapt_host import datasets, tam  # noqa: E402
+from tinyadapt_host import demo_models as dm  # noqa: E402  (data, training, the MLP and CNN)
+from tinyadapt_host.demo_models import train  # noqa: E402
 
 ACC_DROP_PP = 2.0        # int8 accuracy may be at most this many points below float
 AGREE_MIN = 0.98         # int8 and float top-1 agree on at least this share of samples
@@ -162,21 +168,6 @@ def logits_of(model):
 # ------------------------------------------------------------------ training
 
 
-def train(model, x, y, epochs, lr, bs=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), bs):
-            idx = perm[i:i + bs]
-            opt.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
 def ResNetTiny():
     """A stem, one residual block relu(x + bn(conv(relu(bn(conv(x)))))), a depthwise
     stride-2 conv (depth multiplier 2) with ReLU6, global average pooling, a head.
@@ -209,24 +200,15 @@ def ResNetTiny():
 
 @pytest.fixture(scope="module")
 def digits():
-    x, y = datasets.load_digits()
-    x = x / np.float32(16.0)
-    perm = np.random.RandomState(0).permutation(len(x))
-    x, y = x[perm], y[perm]
-    return x[:1297], y[:1297], x[1297:], y[1297:]
+    return dm.digits_split()
 
 
 @pytest.fixture(scope="module")
 def fashion():
     try:
-        tx, ty = datasets.load_fashion_mnist("train")
-        vx, vy = datasets.load_fashion_mnist("test")
+        return dm.fashion_split()
     except datasets.DatasetMissing as e:
         require(False, "Fashion-MNIST", str(e))
-    sub = np.random.RandomState(1).permutation(len(tx))[:6000]
-    xtr = (tx[sub] / np.float32(255))[:, None].astype(np.float32)
-    xte = (vx[:2000] / np.float32(255))[:, None].astype(np.float32)
-    return xtr, ty[sub], xte, vy[:2000]
 
 
 def _convert(name, module, xtr, tmp_path_factory, **kw):
@@ -239,9 +221,7 @@ def _convert(name, module, xtr, tmp_path_factory, **kw):
 @pytest.fixture(scope="module")
 def mlp(digits, tmp_path_factory):
     xtr, ytr, xte, yte = digits
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    train(m, xtr, ytr, 20, 1e-2)
+    m, _, _ = dm.train_digits_mlp()     # trained (or cached) as digits_mlp() + train(...)
     r = _convert("mlp", m, xtr, tmp_path_factory, labels=[str(i) for i in range(10)])
     r.update(xtr=xtr, xte=xte, yte=yte)
     return r
@@ -260,13 +240,7 @@ def resnet(digits, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fmnist_cnn(fashion, tmp_path_factory):
     xtr, ytr, xte, yte = fashion
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                      nn.MaxPool2d(2),
-                      nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                      nn.MaxPool2d(2),
-                      nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
-    train(m, xtr, ytr, 2, 3e-3)
+    m, _, _ = dm.train_fashion_cnn()    # trained (or cached) as fashion_cnn() + train(...)
     r = _convert("fmnist", m, xtr, tmp_path_factory, labels=datasets.FASHION_MNIST_LABELS)
     r.update(xtr=xtr, xte=xte, yte=yte)
     return r
