@@ -180,11 +180,8 @@ def run_tam(image, inputs):
 
 
 def _engine():
-    try:
-        from tinyadapt import model as engine
-    except ImportError:
-        return None
-    return engine if hasattr(engine, "Model") else None
+    from tinyadapt import model as engine
+    return engine
 
 
 def run_engine(image, x):
@@ -651,8 +648,6 @@ def _check_engine(case):
 
 @pytest.mark.parametrize("name", sorted(SINGLE_OP) + sorted(MULTI_OP))
 def test_converted_models_on_the_engine_match_tflm(name):
-    if _engine() is None:
-        pytest.skip("python_lib/tinyadapt/model.py (tinyadapt.Model) is not there yet")
     table = SINGLE_OP if name in SINGLE_OP else MULTI_OP
     ran = sum(_check_engine(case) for case in cases(table, name))
     assert ran > 0 or name == "add"
@@ -1070,9 +1065,9 @@ def test_cli_convert_end_to_end(tmp_path):
     got = run_tam(open(str(tmp_path / "out.tam"), "rb").read(), case.draws[0])
     want = tb.run_tflm(case.model, case.draws[0])
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want))
-    if _engine() is not None:   # the file as a board loads it: Model.load, predict
-        model = _engine().Model.load(str(tmp_path / "out.tam"))
-        assert model.predict(case.draws[0][0].tobytes(), quantized=True) == int(want[1][0])
+    # the file as a board loads it: Model.load, predict
+    model = _engine().Model.load(str(tmp_path / "out.tam"))
+    assert model.predict(case.draws[0][0].tobytes(), quantized=True) == int(want[1][0])
     # default output name, quiet
     r = _cli("convert", "-q", "net.tflite", cwd=str(tmp_path))
     assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr

@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import require
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_sim"))
 
@@ -621,8 +623,8 @@ def _sanitizer_env():
     env = dict(os.environ)
     libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"],
                              capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(libasan) or not os.path.exists(libasan):
-        pytest.skip("libasan not available for host gcc")
+    require(os.path.isabs(libasan) and os.path.exists(libasan), "libasan for the host gcc",
+            "sudo apt-get install libgcc-12-dev (it ships with gcc)")
     env["LD_PRELOAD"] = libasan
     env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0:exitcode=86"
     env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1:exitcode=87"
