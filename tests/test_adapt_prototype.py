@@ -29,12 +29,12 @@ import pytest
 from conftest import require, ROOT, run_mpy
 
 
-
 @pytest.fixture(autouse=True)
 def _torch_installed():
     # torch is in requirements.txt: a developer without it skips, CI fails
     require(importlib.util.find_spec("torch") is not None, "torch",
             "pip install -r requirements.txt (torch==2.13.0, the CPU build)")
+
 
 LAYER = 1
 SHOTS = 5
