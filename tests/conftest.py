@@ -15,15 +15,18 @@ NATMOD_SRC = sorted(os.path.join(ROOT, "natmod", f) for f in os.listdir(os.path.
                     if f.endswith(".c"))
 
 
-def require(ok, what, install):
-    """Skip when a tool is missing on a developer machine; fail in CI, where every
-    part must run (CI=true is set by the CI runner)."""
-    if ok:
-        return
-    msg = "%s is missing: %s" % (what, install)
+def skip_or_fail(msg):
+    """Skip on a developer machine that lacks a tool; fail in CI, where every part
+    must run (CI=true is set by the CI runner), so a skip never hides a failure."""
     if os.environ.get("CI"):
         pytest.fail(msg + " (CI must run everything)")
     pytest.skip(msg)
+
+
+def require(ok, what, install):
+    """skip_or_fail unless ok, naming what is missing and how to install it."""
+    if not ok:
+        skip_or_fail("%s is missing: %s" % (what, install))
 
 
 def micropython_path():

@@ -50,6 +50,19 @@ def _finish(out, acc, bias, mult, shift, out_zp, act_min, act_max):
     out.arr[:] = res.reshape(-1)
 
 
+def _channel_params(weights, w_vol, bias, mult, shift, out_c, inp, out, in_vol, out_vol):
+    """The size and element checks that conv2d and depthwise_conv2d share, in the
+    order of docs/kernels.md; returns the batch."""
+    check_size(weights, w_vol)
+    check_size(bias, 4 * out_c)
+    check_size(mult, 4 * out_c)
+    check_size(shift, 4 * out_c)
+    batch = _batch_and_out(inp, out, in_vol, out_vol)
+    check_shift_elements(shift)
+    check_mult_elements(mult)
+    return batch
+
+
 def conv2d(out, inp, weights, bias, mult, shift, in_h, in_w, in_c, out_c, k_h, k_w,
            stride_h, stride_w, pad_top, pad_left, out_h, out_w, in_zp, out_zp,
            act_min, act_max):
@@ -72,13 +85,8 @@ def conv2d(out, inp, weights, bias, mult, shift, in_h, in_w, in_c, out_c, k_h, k
     in_vol = check_volume("inp", in_h, in_w, in_c)
     w_vol = check_volume("weights", out_c, k_h, k_w, in_c)
     out_vol = check_volume("out", out_h, out_w, out_c)
-    check_size(weights, w_vol)
-    check_size(bias, 4 * out_c)
-    check_size(mult, 4 * out_c)
-    check_size(shift, 4 * out_c)
-    batch = _batch_and_out(inp, out, in_vol, out_vol)
-    check_shift_elements(shift)
-    check_mult_elements(mult)
+    batch = _channel_params(weights, w_vol, bias, mult, shift, out_c, inp, out,
+                            in_vol, out_vol)
 
     g = Geom(batch=batch, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w,
              out_c=out_c, k_h=k_h, k_w=k_w, stride_h=stride_h, stride_w=stride_w,
@@ -116,13 +124,8 @@ def depthwise_conv2d(out, inp, weights, bias, mult, shift, in_h, in_w, in_c, dep
     in_vol = check_volume("inp", in_h, in_w, in_c)
     w_vol = check_volume("weights", k_h, k_w, out_c)
     out_vol = check_volume("out", out_h, out_w, out_c)
-    check_size(weights, w_vol)
-    check_size(bias, 4 * out_c)
-    check_size(mult, 4 * out_c)
-    check_size(shift, 4 * out_c)
-    batch = _batch_and_out(inp, out, in_vol, out_vol)
-    check_shift_elements(shift)
-    check_mult_elements(mult)
+    batch = _channel_params(weights, w_vol, bias, mult, shift, out_c, inp, out,
+                            in_vol, out_vol)
 
     g = Geom(batch=batch, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w,
              out_c=out_c, k_h=k_h, k_w=k_w, stride_h=stride_h, stride_w=stride_w,
